@@ -1,0 +1,39 @@
+"""medimg: a Jupyter-first medical imaging research workspace.
+
+Importing medimg is cheap and has no side effects: no logging configuration, no downloads, no environment
+changes, and neither torch nor MONAI is imported until a function needs them. The public names below are
+resolved lazily on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from medimg.errors import MedimgError
+
+__version__ = "0.1.0"
+
+__all__ = ["MedimgError", "Volume", "__version__", "load", "scan"]
+
+# public name -> module that defines it; imported on first attribute access (PEP 562)
+_LAZY = {
+    "Volume": "medimg.io.volume",
+    "load": "medimg.io.load",
+    "scan": "medimg.io.scan",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medimg.io.load import load
+    from medimg.io.scan import scan
+    from medimg.io.volume import Volume
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medimg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

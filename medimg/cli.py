@@ -1,0 +1,134 @@
+"""The ``medimg`` command.
+
+User errors (:class:`~medimg.errors.MedimgError`) print one line on stderr and exit with code 2; any other
+exception is a bug and keeps its traceback (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from medimg import __version__
+from medimg.errors import MedimgError
+
+__all__ = ["main"]
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from medimg.io.scan import scan
+
+    found = scan(args.path)
+    rows = [s.summary() for s in found]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_scan_table(rows))
+        if found.skipped:
+            print(f"({len(found.skipped)} file(s) skipped: not DICOM or unreadable; --json lists none of them)")
+    return 0
+
+
+def format_scan_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table of ``Series.summary()`` rows, one per series, problems last."""
+    head = ("key", "mod", "files", "shape", "spacing mm", "orient", "description", "problems")
+    lines = [head]
+    for r in rows:
+        spacing = "-" if r["spacing"] is None else "x".join(f"{s:.4g}" for s in r["spacing"])
+        problems = "; ".join(f"{p['code']}{'!' if p['blocking'] else ''} ({p['detail']})" for p in r["problems"])
+        lines.append(
+            (
+                r["key"],
+                r["modality"],
+                str(r["n_files"]),
+                "x".join(map(str, r["shape"])),
+                spacing,
+                r["orientation"] or "-",
+                (r["description"] or "")[:28],
+                problems or "ok",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] for line in lines]
+    out.append("('!' marks a problem that stops loading; see `medimg scan --json` for all fields)")
+    return "\n".join(out)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from medimg.io.convert import convert
+
+    report = convert(
+        args.path,
+        args.out_dir,
+        series=args.series,
+        include_localizers=args.include_localizers,
+        uneven=args.uneven,
+    )
+    for path in report.written:
+        print(f"wrote {path}")
+    for key, why in report.skipped.items():
+        print(f"skipped {key}: {why}")
+    for key, why in report.refused.items():
+        print(f"medimg: refused {key} ({args.path}): {why}", file=sys.stderr)
+    return 0 if report.ok else EXIT_USER_ERROR
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from medimg.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medimg", description="Medical imaging research workspace.")
+    parser.add_argument("--version", action="version", version=f"medimg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("scan", help="list the DICOM series under a folder with their QA problems")
+    p.add_argument("path", help="folder, DICOM file or DICOMDIR")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("convert", help="write every usable series as NIfTI + JSON sidecar")
+    p.add_argument("path", help="folder, DICOM file or DICOMDIR")
+    p.add_argument("out_dir", help="output folder")
+    p.add_argument("--series", help="convert only this series (UID or UID#part as `medimg scan` prints)")
+    p.add_argument("--include-localizers", action="store_true", help="also convert localizer/scout images")
+    p.add_argument(
+        "--uneven",
+        choices=("error", "resample"),
+        default="error",
+        help="uneven slice gaps: refuse (default) or interpolate onto a regular grid",
+    )
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("demo", help="run the end-to-end demo on bundled sample data")
+    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except MedimgError as exc:
+        print(f"medimg: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("medimg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

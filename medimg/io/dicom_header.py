@@ -1,0 +1,410 @@
+"""Reading DICOM *headers*: one open per file, no pixel data, everything the series logic needs.
+
+A file becomes a :class:`FileHeader` (file-level facts) and one :class:`Frame` per 2D image it holds: one for a
+classic single-frame image, ``NumberOfFrames`` for an enhanced multi-frame object, whose per-frame geometry
+and rescale come from the Per-frame / Shared Functional Groups Sequences (5200,9230) / (5200,9229)
+(PS3.3 C.7.6.16).
+
+The header read stops before Pixel Data (7FE0,0010) and records where that element starts, so the pixel pass
+can read native (uncompressed) pixels straight from that offset without parsing the header a second time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from medimg.errors import DicomReadError, NotDicomError
+
+__all__ = ["DICOMDIR_SOP_CLASS", "FileHeader", "Frame", "decoder_problem", "read_header"]
+
+#: Media Storage Directory Storage: a DICOMDIR index, not an image.
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+# Transfer syntaxes whose pixels medimg reads itself, straight from the file (little endian, not encapsulated).
+NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+
+# Which PyPI package brings a decoder for a transfer syntax pydicom cannot decode on its own.
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",  # RLE Lossless
+}
+
+_LOCALIZER_WORDS = re.compile(r"locali[sz]er|scout|survey|topogram|scanogram|surview|3.?plane", re.IGNORECASE)
+
+# The attributes medimg keeps from a header: technical and descriptive only, never patient identifiers.
+SIDECAR_KEYWORDS = (
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SoftwareVersions",
+    "MagneticFieldStrength",
+    "BodyPartExamined",
+    "SeriesDescription",
+    "ProtocolName",
+    "SeriesNumber",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "FlipAngle",
+    "ScanningSequence",
+    "SequenceName",
+    "MRAcquisitionType",
+    "ConvolutionKernel",
+    "KVP",
+    "ContrastBolusAgent",
+    "PhotometricInterpretation",
+    "ImageType",
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One 2D image: a single-frame file, or one frame of a multi-frame file.
+
+    ``iop`` is Image Orientation (Patient) (0020,0037): the row direction cosines then the column direction
+    cosines, LPS+. ``ipp`` is Image Position (Patient) (0020,0032): the LPS+ mm centre of the first transmitted
+    pixel. ``pixel_spacing`` is Pixel Spacing (0028,0030): (row spacing, column spacing) in mm, i.e. the
+    distance between rows first. ``slope``/``intercept`` are the modality LUT's Rescale Slope (0028,1053) and
+    Rescale Intercept (0028,1052).
+    """
+
+    header: FileHeader
+    index: int | None  # 0-based frame number within a multi-frame file; None for a single-frame file
+    rows: int
+    columns: int
+    iop: tuple[float, ...] | None
+    ipp: tuple[float, float, float] | None
+    pixel_spacing: tuple[float, float] | None
+    slope: float
+    intercept: float
+    acquisition: str | None = None
+    echo: str | None = None
+    temporal: str | None = None
+    stack: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.header.path
+
+
+@dataclass
+class FileHeader:
+    """File-level facts of one DICOM file (no pixel data)."""
+
+    path: str
+    sop_class: str
+    transfer_syntax: str
+    series_uid: str
+    modality: str
+    description: str
+    series_number: int | None
+    image_type: tuple[str, ...]
+    localizer: bool
+    number_of_frames: int
+    has_pixels: bool
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    samples_per_pixel: int
+    photometric: str
+    pixel_data_offset: int | None  # byte offset of the (7FE0,0010) element in the file, if reached
+    has_modality_lut_sequence: bool
+    value_unit: str
+    window_presets: list[tuple[float, float]]
+    sidecar: dict[str, Any]
+    frames: list[Frame] = field(default_factory=list)
+
+    @property
+    def is_dicomdir(self) -> bool:
+        return self.sop_class == DICOMDIR_SOP_CLASS
+
+    @property
+    def transfer_syntax_name(self) -> str:
+        return UID(self.transfer_syntax).name if self.transfer_syntax else "unknown"
+
+
+def decoder_problem(transfer_syntax: str) -> str | None:
+    """``None`` if pydicom can decode pixel data of this Transfer Syntax (0002,0010), else what to install."""
+    if not transfer_syntax or transfer_syntax in NATIVE_LE:
+        return None
+    from pydicom.pixels.decoders.base import get_decoder
+
+    uid = UID(transfer_syntax)
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"no pixel-data decoder exists in pydicom for transfer syntax {uid.name} ({uid})"
+    if decoder.is_available:
+        return None
+    package = _DECODER_PACKAGES.get(str(uid), "python-gdcm")
+    return f"no decoder installed for transfer syntax {uid.name} ({uid}); install '{package}' (pip install {package})"
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        seq = [float(v) for v in (value if isinstance(value, (list, tuple, Sequence)) else [value])]
+    except (TypeError, ValueError):
+        return None
+    if len(seq) != n or not all(np.isfinite(seq)):
+        return None
+    return tuple(seq)
+
+
+def _first(seq_holder: Dataset | None, seq_kw: str) -> Dataset | None:
+    if seq_holder is None:
+        return None
+    seq = seq_holder.get(seq_kw)
+    if seq:
+        item: Dataset = seq[0]
+        return item
+    return None
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    elem = ds.get(keyword)
+    return None if elem is None or elem == "" else elem
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _open(path: str) -> tuple[Dataset, int | None]:
+    """Parse the header of ``path``; return it and the offset of Pixel Data (if the parse reached it)."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            except InvalidDicomError:
+                # No 128-byte preamble + "DICM": accept only a raw data set that starts with a group 0x0008
+                # element (little endian), as old modalities write; anything else is not DICOM.
+                fh.seek(0)
+                head = fh.read(4)
+                if len(head) < 4 or head[:2] not in (b"\x08\x00", b"\x00\x08"):
+                    raise NotDicomError("not a DICOM file (no 'DICM' marker, no DICOM data set)", path) from None
+                fh.seek(0)
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            pos = fh.tell()
+            tag = fh.read(4)
+            offset = pos if tag == b"\xe0\x7f\x10\x00" else None
+    except (NotDicomError, FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # pydicom raises a zoo of types (EOFError, struct.error, ValueError, ...)
+        raise DicomReadError(f"cannot parse DICOM header ({type(exc).__name__}: {exc}); truncated?", path) from exc
+    return ds, offset
+
+
+def read_header(path: str | os.PathLike[str]) -> FileHeader:
+    """Read one file's header; raise :class:`NotDicomError` or :class:`DicomReadError` when it is not usable.
+
+    A zero-byte or non-DICOM file raises :class:`NotDicomError`; a damaged DICOM file raises
+    :class:`DicomReadError`. The file is opened exactly once.
+    """
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DicomReadError(f"cannot open ({exc.strerror})", path) from exc
+    if size == 0:
+        raise NotDicomError("empty file (0 bytes)", path)
+    ds, offset = _open(path)
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if not ts:
+        ts = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
+    sop_class = str(_get(ds, "SOPClassUID") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    try:
+        return _header_from_dataset(path, ds, ts, sop_class, offset)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise DicomReadError(f"malformed DICOM attribute ({type(exc).__name__}: {exc})", path) from exc
+
+
+def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | None) -> FileHeader:
+    image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or []))
+    description = str(ds.get("SeriesDescription", "") or "")
+    localizer = "LOCALIZER" in image_type or bool(_LOCALIZER_WORDS.search(description))
+    modality = str(ds.get("Modality", "") or "OT")
+    number_of_frames = int(ds.get("NumberOfFrames") or 1)
+    rows = int(ds.get("Rows") or 0)
+    columns = int(ds.get("Columns") or 0)
+    series_number = ds.get("SeriesNumber")
+    windows = _window_presets(ds)
+    unit = "HU" if modality == "CT" else "stored value"
+    sidecar: dict[str, Any] = {}
+    for kw in SIDECAR_KEYWORDS:
+        value = ds.get(kw)
+        if value is None or value == "":
+            continue
+        sidecar[kw] = _jsonable(value)
+    header = FileHeader(
+        path=path,
+        sop_class=sop_class,
+        transfer_syntax=ts,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        modality=modality,
+        description=description,
+        series_number=None if series_number in (None, "") else int(series_number),
+        image_type=image_type,
+        localizer=localizer,
+        number_of_frames=number_of_frames,
+        has_pixels=rows > 0 and columns > 0,
+        bits_allocated=int(ds.get("BitsAllocated") or 0),
+        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 0),
+        pixel_representation=int(ds.get("PixelRepresentation") or 0),
+        samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
+        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
+        pixel_data_offset=offset,
+        has_modality_lut_sequence="ModalityLUTSequence" in ds,
+        value_unit=unit,
+        window_presets=windows,
+        sidecar=sidecar,
+    )
+    if not header.has_pixels:
+        return header
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) > 0:
+        header.frames = [
+            _enhanced_frame(header, i, rows, columns, per_frame[i], shared, ds) for i in range(len(per_frame))
+        ]
+        return header
+    iop = _floats(ds.get("ImageOrientationPatient"), 6)
+    ipp = _floats(ds.get("ImagePositionPatient"), 3)
+    spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if modality == "RTDOSE" and ds.get("DoseGridScaling"):
+        slope *= float(ds.DoseGridScaling)  # (3004,000E): stored value x scaling = dose in Gy
+        header.value_unit = str(ds.get("DoseUnits", "GY"))
+    common: dict[str, Any] = {
+        "rows": rows,
+        "columns": columns,
+        "iop": iop,
+        "pixel_spacing": spacing,  # type: ignore[dict-item]
+        "slope": slope,
+        "intercept": intercept,
+        "acquisition": _str(_get(ds, "AcquisitionNumber")),
+        "echo": _str(_get(ds, "EchoNumbers")),
+        "temporal": _str(_get(ds, "TemporalPositionIdentifier")),
+    }
+    offsets = _floats_list(ds.get("GridFrameOffsetVector"))
+    if number_of_frames > 1 and iop is not None and ipp is not None and offsets is not None:
+        # RT Dose and friends: frames are parallel planes at IPP + offset * normal (PS3.3 C.8.8.3.2).
+        normal = np.cross(iop[:3], iop[3:])
+        header.frames = [
+            Frame(header=header, index=i, ipp=tuple(np.add(ipp, offsets[i] * normal).tolist()), **common)  # type: ignore[arg-type]
+            for i in range(min(number_of_frames, len(offsets)))
+        ]
+    elif number_of_frames > 1:
+        header.frames = [Frame(header=header, index=i, ipp=None, **common) for i in range(number_of_frames)]
+    else:
+        header.frames = [Frame(header=header, index=None, ipp=ipp, **common)]  # type: ignore[arg-type]
+    return header
+
+
+def _floats_list(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
+def _enhanced_frame(
+    header: FileHeader, i: int, rows: int, columns: int, fg: Dataset, shared: Dataset | None, ds: Dataset
+) -> Frame:
+    """One frame of an enhanced multi-frame object: per-frame functional groups override shared ones."""
+
+    def group(kw: str) -> Dataset | None:
+        return _first(fg, kw) or _first(shared, kw)
+
+    orient = group("PlaneOrientationSequence")
+    position = group("PlanePositionSequence")
+    measures = group("PixelMeasuresSequence")
+    transform = group("PixelValueTransformationSequence")
+    content = _first(fg, "FrameContentSequence")
+    if transform is not None and "RescaleSlope" in transform:
+        slope = float(transform.RescaleSlope)
+        intercept = float(transform.get("RescaleIntercept", 0) or 0)
+    elif "RescaleSlope" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.get("RescaleIntercept", 0) or 0)
+    else:
+        slope, intercept = _real_world_hu(group("RealWorldValueMappingSequence"), header.modality)
+    return Frame(
+        header=header,
+        index=i,
+        rows=rows,
+        columns=columns,
+        iop=_floats(orient.get("ImageOrientationPatient") if orient else None, 6),
+        ipp=_floats(position.get("ImagePositionPatient") if position else None, 3),  # type: ignore[arg-type]
+        pixel_spacing=_floats(measures.get("PixelSpacing") if measures else None, 2),  # type: ignore[arg-type]
+        slope=slope,
+        intercept=intercept,
+        acquisition=_str(content.get("FrameAcquisitionNumber")) if content else None,
+        temporal=_str(content.get("TemporalPositionIndex")) if content else None,
+        stack=_str(content.get("StackID")) if content else None,
+    )
+
+
+def _real_world_hu(rwv: Dataset | None, modality: str) -> tuple[float, float]:
+    """Slope/intercept of a Real World Value Mapping (0040,9096) item whose unit is Hounsfield, for CT only."""
+    if rwv is None or modality != "CT":
+        return 1.0, 0.0
+    units = _first(rwv, "MeasurementUnitsCodeSequence")
+    if units is not None and str(units.get("CodeValue", "")).lower() in {"[hnsf'u]", "hu"}:
+        return float(rwv.get("RealWorldValueSlope", 1) or 1), float(rwv.get("RealWorldValueIntercept", 0) or 0)
+    return 1.0, 0.0
+
+
+def _window_presets(ds: Dataset) -> list[tuple[float, float]]:
+    """Window Center (0028,1050) / Window Width (0028,1051) pairs, possibly multi-valued."""
+    centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centers is None or widths is None:
+        return []
+    c = _floats_list(
+        centers if isinstance(centers, (list, tuple, Sequence)) and not isinstance(centers, str) else [centers]
+    )
+    w = _floats_list(
+        widths if isinstance(widths, (list, tuple, Sequence)) and not isinstance(widths, str) else [widths]
+    )
+    if not c or not w:
+        return []
+    return [(ci, wi) for ci, wi in zip(c, w, strict=False)]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (int, float, str)):
+        # DS/IS subclass float/int; keep plain Python types for json
+        if isinstance(value, float):
+            return float(value)
+        if isinstance(value, int):
+            return int(value)
+        return str(value)
+    return str(value)

@@ -1,0 +1,181 @@
+"""Reading the pixels of a :class:`~medimg.io.series.Series` into one array, with the modality LUT applied.
+
+Native little-endian pixels are read straight from the byte offset the header pass recorded (no second header
+parse: this is why medimg's series read is faster than a plain pydicom loop). Everything else -- JPEG, JPEG-LS,
+JPEG 2000, RLE, deflate, big endian -- is decoded by pydicom's pixel backend and its pylibjpeg plugins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from medimg.errors import DicomReadError, NoPixelDataError, UnsupportedTransferSyntaxError
+from medimg.io.dicom_header import NATIVE_LE, FileHeader, Frame, decoder_problem
+
+__all__ = ["output_dtype", "read_frames"]
+
+
+def _stored_range(h: FileHeader) -> tuple[int, int]:
+    bits = h.bits_stored or h.bits_allocated or 16
+    if h.pixel_representation == 1:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def output_dtype(frames: list[Frame]) -> np.dtype[Any]:
+    """The smallest dtype that holds every frame's modality-LUT output exactly.
+
+    Integer slopes and intercepts keep integers (CT: int16 Hounsfield units for 12-bit data); anything else,
+    a Modality LUT Sequence (0028,3000), or float pixel data gives float32.
+    """
+    h = frames[0].header
+    if h.has_modality_lut_sequence or h.bits_allocated not in (8, 16, 32) or h.samples_per_pixel != 1:
+        return (
+            np.dtype(np.float32)
+            if h.samples_per_pixel == 1
+            else np.dtype(np.uint8 if h.bits_allocated == 8 else np.uint16)
+        )
+    lo_s, hi_s = _stored_range(h)
+    lo, hi = 0.0, 0.0
+    for f in frames:
+        if f.slope != int(f.slope) or f.intercept != int(f.intercept):
+            return np.dtype(np.float32)
+        a, b = lo_s * f.slope + f.intercept, hi_s * f.slope + f.intercept
+        lo, hi = min(lo, a, b), max(hi, a, b)
+    for dt in (np.uint8, np.int16, np.uint16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    return np.dtype(np.float64)
+
+
+def _native_ok(h: FileHeader) -> bool:
+    return (
+        h.transfer_syntax in NATIVE_LE
+        and h.pixel_data_offset is not None
+        and h.samples_per_pixel == 1
+        and h.bits_allocated in (8, 16, 32)
+        and h.number_of_frames == 1
+    )
+
+
+def _read_native(h: FileHeader, rows: int, columns: int) -> npt.NDArray[Any]:
+    """Read uncompressed little-endian pixels of a single-frame file from the recorded offset."""
+    assert h.pixel_data_offset is not None
+    n = rows * columns
+    signed = h.pixel_representation == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{h.bits_allocated // 8}")
+    with open(h.path, "rb") as fh:
+        fh.seek(h.pixel_data_offset)
+        tag = fh.read(8)
+        # explicit VR: tag(4) VR(2) reserved(2) length(4); implicit VR: tag(4) length(4)
+        if h.transfer_syntax == "1.2.840.10008.1.2.1":
+            length = int.from_bytes(fh.read(4), "little")
+        else:
+            length = int.from_bytes(tag[4:8], "little")
+        if length == 0xFFFFFFFF or length < n * dtype.itemsize:
+            raise DicomReadError(
+                f"Pixel Data (7FE0,0010) holds {length} bytes but Rows x Columns = {rows} x {columns} needs "
+                f"{n * dtype.itemsize}; the file is truncated or its header is wrong",
+                h.path,
+            )
+        data = np.fromfile(fh, dtype=dtype, count=n)
+    if data.size != n:
+        raise DicomReadError(f"file ends inside Pixel Data ({data.size} of {n} pixels); truncated", h.path)
+    bits = h.bits_stored
+    if bits and bits < h.bits_allocated:
+        # bits above Bits Stored (0028,0101) are not pixel data: mask them, sign-extend signed values
+        shift = h.bits_allocated - bits
+        data = (data << shift) >> shift if signed else data & ((1 << bits) - 1)
+    return data.reshape(rows, columns)
+
+
+def _decode_file(h: FileHeader) -> npt.NDArray[Any]:
+    """Decode every frame of a file with pydicom: shape (frames, rows, columns[, samples])."""
+    problem = decoder_problem(h.transfer_syntax)
+    if problem:
+        raise UnsupportedTransferSyntaxError(problem, h.path)
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(h.path)
+        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            raise NoPixelDataError("the file has no Pixel Data (7FE0,0010)", h.path)
+        arr = ds.pixel_array
+    except (DicomReadError, NoPixelDataError):
+        raise
+    except Exception as exc:
+        raise DicomReadError(
+            f"cannot decode pixel data ({h.transfer_syntax_name}): {type(exc).__name__}: {exc}", h.path
+        ) from exc
+    if h.number_of_frames == 1:
+        arr = arr[np.newaxis]
+    return np.asarray(arr)
+
+
+def _modality_lut(values: npt.NDArray[Any], frame: Frame, out_dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    if frame.header.has_modality_lut_sequence:
+        import pydicom
+        from pydicom.pixels.processing import apply_modality_lut
+
+        ds = pydicom.dcmread(frame.path, stop_before_pixels=True)
+        return np.asarray(apply_modality_lut(values, ds), dtype=out_dtype)
+    if frame.slope == 1 and frame.intercept == 0:
+        return values.astype(out_dtype, copy=False)
+    work = np.dtype(np.float64 if out_dtype == np.float64 else np.float32)
+    scaled: npt.NDArray[Any] = values.astype(work) * np.asarray(frame.slope, work) + np.asarray(frame.intercept, work)
+    if out_dtype.kind in "iu":
+        scaled = np.rint(scaled)
+    return scaled.astype(out_dtype, copy=False)
+
+
+def read_frames(frames: list[Frame], workers: int | None = None) -> npt.NDArray[Any]:
+    """Read ``frames`` (already in slice order) into an array of shape (columns, rows, n[, samples]).
+
+    The returned array is a transposed view of a C-ordered (n, rows, columns) block: index ``[i, j, k]`` is
+    column ``i``, row ``j`` of the k-th frame, as :class:`~medimg.io.volume.Volume` documents.
+    """
+    first = frames[0]
+    rows, columns, samples = first.rows, first.columns, first.header.samples_per_pixel
+    out_dtype = output_dtype(frames)
+    shape = (len(frames), rows, columns) + ((samples,) if samples > 1 else ())
+    out = np.empty(shape, dtype=out_dtype)
+
+    # decode each multi-frame file once, however many of its frames we need
+    by_file: dict[str, list[tuple[int, Frame]]] = defaultdict(list)
+    for k, f in enumerate(frames):
+        by_file[f.path].append((k, f))
+
+    def one(path: str) -> None:
+        items = by_file[path]
+        h = items[0][1].header
+        if _native_ok(h):
+            k, f = items[0]
+            out[k] = _modality_lut(_read_native(h, rows, columns), f, out_dtype)
+            return
+        block = _decode_file(h)
+        for k, f in items:
+            frame = block[f.index or 0]
+            if frame.shape[:2] != (rows, columns):
+                raise DicomReadError(
+                    f"decoded frame is {frame.shape[:2]} but the header declares {rows} x {columns}", h.path
+                )
+            out[k] = _modality_lut(frame, f, out_dtype)
+
+    n = workers or min(4, (os.cpu_count() or 1) + 1)
+    paths = list(by_file)
+    if n <= 1 or len(paths) < 8:
+        for p in paths:
+            one(p)
+    else:
+        # numpy reads and decoders release the GIL, so threads overlap I/O and decoding
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(one, paths))
+    axes = (2, 1, 0) + ((3,) if samples > 1 else ())
+    return out.transpose(axes)

@@ -1,0 +1,186 @@
+"""``medimg.io.load``: one entry point for a DICOM folder, a DICOM file, a DICOMDIR or a NIfTI file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from medimg.errors import MedimgError, SeriesGeometryError, SeriesSelectionError
+from medimg.io.dicom_pixels import read_frames
+from medimg.io.orientation import lps_to_ras_affine
+from medimg.io.scan import ScanResult, scan
+from medimg.io.series import Series
+from medimg.io.volume import NIFTI_SUFFIXES, Volume, read_nifti
+
+__all__ = ["load", "load_series"]
+
+UnevenPolicy = Literal["error", "resample"]
+TiltPolicy = Literal["resample", "error"]
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    series: str | None = None,
+    uneven: UnevenPolicy = "error",
+    tilt: TiltPolicy = "resample",
+    allow_nonfinite: bool = False,
+) -> Volume:
+    """Load one image volume with its geometry.
+
+    Args:
+        path: a folder of DICOM files (any names, nested), a single DICOM file (including enhanced multi-frame
+            CT/MR), a DICOMDIR, or a ``.nii``/``.nii.gz`` file.
+        series: which series to load when ``path`` holds several: a Series Instance UID, or a key
+            ``UID#N`` as ``medimg scan`` prints it. Localizers are never picked implicitly.
+        uneven: what to do with slice gaps that differ or with missing slices. ``"error"`` (default) refuses
+            with the gaps listed. ``"resample"`` interpolates linearly onto a regular grid whose step is the
+            smallest gap, and records that in ``meta["resampled"]`` -- an explicit choice, never a default.
+        tilt: ``"resample"`` (default) corrects gantry tilt by shifting each slice in its plane onto an
+            orthogonal grid (linear interpolation, as dcm2niix's ``_Tilt`` output does) and records the
+            angle in ``meta["gantry_tilt_deg"]``; ``"error"`` refuses tilted series.
+        allow_nonfinite: accept NaN/inf voxels in NIfTI input.
+
+    Returns:
+        A :class:`Volume` (see its docstring for the axis and affine contract). CT is in Hounsfield units.
+
+    Raises:
+        SeriesSelectionError: no series, or several and ``series`` not given (the message lists them).
+        SeriesGeometryError: the slices do not form a regular grid under the chosen policies.
+        NotDicomError, DicomReadError, NoPixelDataError, UnsupportedTransferSyntaxError, ImageValueError.
+    """
+    p = Path(path)
+    if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES):
+        return read_nifti(p, allow_nonfinite=allow_nonfinite)
+    if not p.exists():
+        raise MedimgError("no such file or folder", p)
+    found = scan(p)
+    chosen = _choose(found, series, p)
+    return load_series(chosen, uneven=uneven, tilt=tilt)
+
+
+def _choose(found: ScanResult, series: str | None, path: Path) -> Series:
+    if series is not None:
+        return found.find(series)
+    if not found.series:
+        reasons = sorted(set(found.skipped.values()))[:3]
+        detail = f" ({'; '.join(reasons)})" if reasons else ""
+        raise SeriesSelectionError(f"no DICOM image series found{detail}", path)
+    candidates = [s for s in found.series if not s.localizer and s.header.has_pixels] or found.series
+    if len(candidates) == 1:
+        return candidates[0]
+    listing = "; ".join(f"{s.key} {s.modality} {s.description!r} {s.shape}" for s in candidates)
+    raise SeriesSelectionError(f"{len(candidates)} series found, pass series=KEY (or --series): {listing}", path)
+
+
+def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPolicy = "resample") -> Volume:
+    """Read one scanned :class:`Series` into a :class:`Volume`, applying the geometry policies of :func:`load`."""
+    where = series.files[0] if len(series.files) == 1 else os.path.dirname(series.files[0])
+    blocking = [p for p in series.problems if p.blocking]
+    resample_gaps = False
+    if blocking and uneven == "resample":
+        resample_gaps = all(p.code in {"uneven_gaps", "missing_slices"} for p in blocking)
+    if blocking and not resample_gaps:
+        first = blocking[0]
+        if first.code == "missing_decoder":
+            from medimg.errors import UnsupportedTransferSyntaxError
+
+            raise UnsupportedTransferSyntaxError(first.detail, series.files[0])
+        if first.code == "no_pixel_data":
+            from medimg.errors import NoPixelDataError
+
+            raise NoPixelDataError(first.detail, series.files[0])
+        hint = (
+            " (pass uneven='resample' / --uneven resample to interpolate a regular grid)"
+            if first.code
+            in {
+                "uneven_gaps",
+                "missing_slices",
+            }
+            else ""
+        )
+        raise SeriesGeometryError(
+            f"series {series.key} cannot be loaded as a volume: " + "; ".join(map(str, blocking)) + hint,
+            where,
+        )
+    tilted = any(p.code == "gantry_tilt" for p in series.problems)
+    if tilted and tilt == "error":
+        raise SeriesGeometryError(f"series {series.key}: gantry tilt and tilt='error'", where)
+
+    data = read_frames(series.frames)
+    meta = _meta(series)
+    g = series.geometry
+    if g is None:  # a 2D image without patient geometry (X-ray, secondary capture)
+        f = series.frames[0]
+        ps = f.pixel_spacing or (1.0, 1.0)
+        affine = np.diag([ps[1], ps[0], 1.0, 1.0])
+        meta["geometry"] = "none (identity orientation)"
+        return Volume(array=data, affine=affine, meta=meta)
+    if tilted and np.any(g.in_plane_offsets):
+        data = _untilt(data, g.in_plane_offsets, g.pixel_spacing)
+        meta["gantry_tilt_deg"] = round(g.tilt_deg, 4)
+        meta["resampled"] = "gantry tilt corrected (in-plane linear interpolation)"
+    affine_lps = g.affine_lps()
+    if resample_gaps:
+        data, step = _regular_grid(data, g.positions)
+        affine_lps[:3, 2] = g.normal * step
+        meta["resampled"] = f"uneven slice gaps {np.round(g.gaps, 4).tolist()} mm interpolated to {step:.4g} mm"
+    return Volume(array=data, affine=lps_to_ras_affine(affine_lps), meta=meta)
+
+
+def _meta(series: Series) -> dict[str, Any]:
+    h = series.header
+    meta: dict[str, Any] = {
+        "source_format": "dicom",
+        "modality": series.modality,
+        "series_uid": series.series_uid,
+        "series_key": series.key,
+        "series_description": series.description,
+        "series_number": h.series_number,
+        "sop_class_uid": h.sop_class,
+        "transfer_syntax": h.transfer_syntax_name,
+        "value_unit": h.value_unit,
+        "window_presets": [list(w) for w in h.window_presets],
+        "n_files": len(series.files),
+        "problems": [p.as_dict() for p in series.problems],
+        "dicom": dict(h.sidecar),
+    }
+    if series.geometry is not None and series.geometry.gaps.size:
+        meta["slice_gaps_mm"] = np.round(series.geometry.gaps, 5).tolist()
+    return meta
+
+
+def _untilt(
+    data: npt.NDArray[Any], offsets_mm: npt.NDArray[np.float64], pixel_spacing: tuple[float, float]
+) -> npt.NDArray[Any]:
+    """Shift each slice k in its plane by its tilt offset so all slices sit on one orthogonal grid.
+
+    Output voxel (i, j) of slice k samples the input slice at (i - di_k, j - dj_k), where (di_k, dj_k) is the
+    slice's in-plane offset from the first slice in voxels (i along rows: column spacing; j: row spacing).
+    Hand-written because no MONAI/SimpleITK call takes a per-slice shift; scipy does the interpolation.
+    """
+    from scipy.ndimage import shift
+
+    out = np.empty(data.shape, dtype=np.float32)
+    fill = float(data.min())
+    for k in range(data.shape[2]):
+        di = offsets_mm[k, 0] / pixel_spacing[1]
+        dj = offsets_mm[k, 1] / pixel_spacing[0]
+        out[:, :, k] = shift(data[:, :, k].astype(np.float32), (di, dj), order=1, mode="constant", cval=fill)
+    return out
+
+
+def _regular_grid(data: npt.NDArray[Any], positions: npt.NDArray[np.float64]) -> tuple[npt.NDArray[Any], float]:
+    """Linear interpolation along k from irregular ``positions`` onto a grid with the smallest gap as step."""
+    step = float(np.min(np.diff(positions)))
+    n = int(np.floor((positions[-1] - positions[0]) / step + 1e-6)) + 1
+    grid = positions[0] + step * np.arange(n)
+    idx = np.clip(np.searchsorted(positions, grid, side="right") - 1, 0, len(positions) - 2)
+    w = ((grid - positions[idx]) / (positions[idx + 1] - positions[idx])).astype(np.float32)
+    lo = data[:, :, idx].astype(np.float32)
+    hi = data[:, :, idx + 1].astype(np.float32)
+    return lo * (1 - w) + hi * w, step
