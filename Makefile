@@ -24,6 +24,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check medimg tests benchmarks
 	$(BIN)/ruff format --check medimg tests benchmarks
+	$(BIN)/hadolint --failure-threshold warning docker/Dockerfile
 ifneq ($(NOTEBOOKS),)
 	$(BIN)/nbstripout --verify $(NOTEBOOKS)
 endif

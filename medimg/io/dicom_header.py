@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -48,6 +49,8 @@ _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
     "1.2.840.10008.1.2.5": "pylibjpeg-rle",  # RLE Lossless
 }
+
+_TAGS: dict[str, int] = {}
 
 _LOCALIZER_WORDS = re.compile(r"locali[sz]er|scout|survey|topogram|scanogram|surview|3.?plane", re.IGNORECASE)
 
@@ -185,8 +188,18 @@ def _first(seq_holder: Dataset | None, seq_kw: str) -> Dataset | None:
 
 
 def _get(ds: Dataset, keyword: str) -> Any:
-    elem = ds.get(keyword)
-    return None if elem is None or elem == "" else elem
+    """The value of a top-level attribute by keyword, or None when absent or empty.
+
+    Looks the tag up in the dataset's element dict directly: ``Dataset.get(keyword)`` goes through
+    ``__getattr__`` and costs ~15 us per *absent* keyword, which dominated folder scans.
+    """
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = int(tag_for_keyword(keyword) or 0)
+    if tag not in ds._dict:
+        return None
+    value = ds[tag].value
+    return None if value is None or value == "" else value
 
 
 def _str(value: Any) -> str | None:
@@ -237,6 +250,10 @@ def read_header(path: str | os.PathLike[str]) -> FileHeader:
     if not ts:
         ts = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
     sop_class = str(_get(ds, "SOPClassUID") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    if offset is None and "Rows" not in ds and "Image Storage" in UID(sop_class).name:
+        raise DicomReadError(
+            f"an image object ({UID(sop_class).name}) that ends before its Pixel Data (7FE0,0010): truncated", path
+        )
     try:
         return _header_from_dataset(path, ds, ts, sop_class, offset)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -244,27 +261,27 @@ def read_header(path: str | os.PathLike[str]) -> FileHeader:
 
 
 def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | None) -> FileHeader:
-    image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or []))
-    description = str(ds.get("SeriesDescription", "") or "")
+    image_type = tuple(str(v).upper() for v in (_get(ds, "ImageType") or []))
+    description = str((_get(ds, "SeriesDescription") or "") or "")
     localizer = "LOCALIZER" in image_type or bool(_LOCALIZER_WORDS.search(description))
-    modality = str(ds.get("Modality", "") or "OT")
-    number_of_frames = int(ds.get("NumberOfFrames") or 1)
-    rows = int(ds.get("Rows") or 0)
-    columns = int(ds.get("Columns") or 0)
-    series_number = ds.get("SeriesNumber")
+    modality = str((_get(ds, "Modality") or "") or "OT")
+    number_of_frames = int(_get(ds, "NumberOfFrames") or 1)
+    rows = int(_get(ds, "Rows") or 0)
+    columns = int(_get(ds, "Columns") or 0)
+    series_number = _get(ds, "SeriesNumber")
     windows = _window_presets(ds)
     unit = "HU" if modality == "CT" else "stored value"
     sidecar: dict[str, Any] = {}
     for kw in SIDECAR_KEYWORDS:
-        value = ds.get(kw)
-        if value is None or value == "":
+        value = _get(ds, kw)
+        if value is None:
             continue
         sidecar[kw] = _jsonable(value)
     header = FileHeader(
         path=path,
         sop_class=sop_class,
         transfer_syntax=ts,
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        series_uid=str((_get(ds, "SeriesInstanceUID") or "") or ""),
         modality=modality,
         description=description,
         series_number=None if series_number in (None, "") else int(series_number),
@@ -272,13 +289,13 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
         localizer=localizer,
         number_of_frames=number_of_frames,
         has_pixels=rows > 0 and columns > 0,
-        bits_allocated=int(ds.get("BitsAllocated") or 0),
-        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 0),
-        pixel_representation=int(ds.get("PixelRepresentation") or 0),
-        samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
-        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
+        bits_allocated=int(_get(ds, "BitsAllocated") or 0),
+        bits_stored=int(_get(ds, "BitsStored") or _get(ds, "BitsAllocated") or 0),
+        pixel_representation=int(_get(ds, "PixelRepresentation") or 0),
+        samples_per_pixel=int(_get(ds, "SamplesPerPixel") or 1),
+        photometric=str((_get(ds, "PhotometricInterpretation") or "") or ""),
         pixel_data_offset=offset,
-        has_modality_lut_sequence="ModalityLUTSequence" in ds,
+        has_modality_lut_sequence=_get(ds, "ModalityLUTSequence") is not None,
         value_unit=unit,
         window_presets=windows,
         sidecar=sidecar,
@@ -286,20 +303,20 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
     if not header.has_pixels:
         return header
     shared = _first(ds, "SharedFunctionalGroupsSequence")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) > 0:
         header.frames = [
             _enhanced_frame(header, i, rows, columns, per_frame[i], shared, ds) for i in range(len(per_frame))
         ]
         return header
-    iop = _floats(ds.get("ImageOrientationPatient"), 6)
-    ipp = _floats(ds.get("ImagePositionPatient"), 3)
-    spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if modality == "RTDOSE" and ds.get("DoseGridScaling"):
+    iop = _floats(_get(ds, "ImageOrientationPatient"), 6)
+    ipp = _floats(_get(ds, "ImagePositionPatient"), 3)
+    spacing = _floats(_get(ds, "PixelSpacing"), 2) or _floats(_get(ds, "ImagerPixelSpacing"), 2)
+    slope = float((_get(ds, "RescaleSlope") or 1) or 1)
+    intercept = float((_get(ds, "RescaleIntercept") or 0) or 0)
+    if modality == "RTDOSE" and _get(ds, "DoseGridScaling"):
         slope *= float(ds.DoseGridScaling)  # (3004,000E): stored value x scaling = dose in Gy
-        header.value_unit = str(ds.get("DoseUnits", "GY"))
+        header.value_unit = str(_get(ds, "DoseUnits") or "GY")
     common: dict[str, Any] = {
         "rows": rows,
         "columns": columns,
@@ -311,7 +328,7 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
         "echo": _str(_get(ds, "EchoNumbers")),
         "temporal": _str(_get(ds, "TemporalPositionIdentifier")),
     }
-    offsets = _floats_list(ds.get("GridFrameOffsetVector"))
+    offsets = _floats_list(_get(ds, "GridFrameOffsetVector"))
     if number_of_frames > 1 and iop is not None and ipp is not None and offsets is not None:
         # RT Dose and friends: frames are parallel planes at IPP + offset * normal (PS3.3 C.8.8.3.2).
         normal = np.cross(iop[:3], iop[3:])
@@ -352,7 +369,7 @@ def _enhanced_frame(
         slope = float(transform.RescaleSlope)
         intercept = float(transform.get("RescaleIntercept", 0) or 0)
     elif "RescaleSlope" in ds:
-        slope, intercept = float(ds.RescaleSlope), float(ds.get("RescaleIntercept", 0) or 0)
+        slope, intercept = float(ds.RescaleSlope), float((_get(ds, "RescaleIntercept") or 0) or 0)
     else:
         slope, intercept = _real_world_hu(group("RealWorldValueMappingSequence"), header.modality)
     return Frame(
@@ -383,7 +400,7 @@ def _real_world_hu(rwv: Dataset | None, modality: str) -> tuple[float, float]:
 
 def _window_presets(ds: Dataset) -> list[tuple[float, float]]:
     """Window Center (0028,1050) / Window Width (0028,1051) pairs, possibly multi-valued."""
-    centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    centers, widths = _get(ds, "WindowCenter"), _get(ds, "WindowWidth")
     if centers is None or widths is None:
         return []
     c = _floats_list(

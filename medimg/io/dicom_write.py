@@ -54,7 +54,7 @@ def write_series(
         extra: additional top-level attributes by keyword (e.g. ``{"ImageType": [...]}``).
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def write_series(
     written: list[Path] = []
     for k in order:
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = _SOP_CLASS.get(modality, _SOP_CLASS["MR"])
+        meta.MediaStorageSOPClassUID = UID(_SOP_CLASS.get(modality, _SOP_CLASS["MR"]))
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
