@@ -31,7 +31,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     else:
         print(format_scan_table(rows))
         if found.skipped:
-            print(f"({len(found.skipped)} file(s) skipped: not DICOM or unreadable; --json lists none of them)")
+            path, why = next(iter(found.skipped.items()))
+            print(f"({len(found.skipped)} file(s) skipped as not DICOM or damaged, e.g. {path}: {why})")
     return 0
 
 

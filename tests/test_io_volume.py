@@ -120,3 +120,12 @@ def test_load_recovers_any_written_geometry(tmp_path_factory, angles, spacing, o
         expected_array, expected_affine = truth.array[:, :, ::-1], truth.affine @ flip
     np.testing.assert_allclose(got.affine, expected_affine, atol=1e-4)
     np.testing.assert_array_equal(got.array, expected_array)
+
+
+def test_parallel_scan_finds_the_same_series_as_sequential(phantom, tmp_path):
+    for s in range(3):
+        write_series(phantom(shape=(6, 6, 90), seed=s), tmp_path / f"s{s}", series_number=s + 1, shuffle_names=True)
+    sequential = [s.summary() for s in scan(tmp_path, workers=1)]
+    parallel = [s.summary() for s in scan(tmp_path, workers=2)]  # 270 files: the forked path when allowed
+    assert parallel == sequential
+    assert [s["n_files"] for s in parallel] == [90, 90, 90]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -91,7 +92,10 @@ def read_headers(paths: list[str], workers: int | None = None) -> tuple[list[Fil
 
     one = _read_one
     n = workers or (os.cpu_count() or 1)
-    if n <= 1 or len(paths) < 256 or multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
+    # fork only from a single-threaded process (forking a process with live threads, e.g. a Jupyter kernel or
+    # a DataLoader, can deadlock); elsewhere read sequentially.
+    forkable = threading.active_count() == 1 and multiprocessing.get_start_method(allow_none=True) in (None, "fork")
+    if n <= 1 or len(paths) < 256 or not forkable:
         results = [one(p) for p in paths]
     else:
         # Header parsing is pure Python and holds the GIL (threads made it slower): use forked processes,
@@ -99,13 +103,16 @@ def read_headers(paths: list[str], workers: int | None = None) -> tuple[list[Fil
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(n, mp_context=ctx) as pool:
             results = list(pool.map(_read_one, paths, chunksize=max(16, len(paths) // (4 * n))))
+    damaged: list[MedimgError] = []
     for p, r in zip(paths, results, strict=True):
         if isinstance(r, MedimgError):
             skipped[p] = r.reason
             if not isinstance(r, NotDicomError):
-                log.warning("skipping %s", r)
+                damaged.append(r)
         else:
             headers.append(r)
+    if damaged:  # one line, not one per file: a broken export can hold thousands
+        log.warning("skipped %d damaged DICOM file(s), first: %s", len(damaged), damaged[0])
     return headers, skipped
 
 
