@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import update_section  # noqa: E402
+from _report import update_section
 
-from medimg.models import backbone, segmentation_net  # noqa: E402
-from medimg.models.backbones import BACKBONES_2D  # noqa: E402
+from medimg.models import backbone, segmentation_net
+from medimg.models.backbones import BACKBONES_2D
 
 
 def timed(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
