@@ -1,0 +1,193 @@
+"""``SegmentationDataModule``: MSD folders or CSV manifests -> cached preprocessing -> random patches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from medimg.data.datasets import CaseList, kfold_split, read_csv_manifest, read_msd
+from medimg.errors import ConfigError
+from medimg.transforms.pipelines import Preprocessing, augmentation, preprocessing
+
+__all__ = ["EpochSeededSampler", "SegmentationDataModule"]
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Shuffles with ``seed + epoch`` and shards across DDP ranks.
+
+    Lightning calls ``set_epoch`` before it creates each epoch's iterator (medimg's trainer defaults set
+    ``use_distributed_sampler: false`` so this sampler is used as is under DDP). ``on_epoch`` is called there
+    too: the data module re-seeds its random augmentation, so a run resumed at epoch e draws the same patches
+    as an uninterrupted one. Each rank gets ``ceil(n / world)`` indices (the last ones wrap around).
+    """
+
+    def __init__(self, n: int, seed: int = 0, on_epoch: Callable[[int], None] | None = None) -> None:
+        self.n, self.seed, self.epoch, self.on_epoch = n, seed, 0, on_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
+
+    def _rank_world(self) -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        rank, world = self._rank_world()
+        per = -(-self.n // world)
+        order = (order * (per * world // max(self.n, 1) + 1))[: per * world]
+        return iter(order[rank::world])
+
+    def __len__(self) -> int:
+        return -(-self.n // self._rank_world()[1])
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """3D segmentation data in the Medical Segmentation Decathlon layout (or a CSV manifest).
+
+    Deterministic preprocessing (:class:`~medimg.transforms.Preprocessing`) is computed once in
+    ``prepare_data`` (one process per node under DDP) and cached to ``cache_dir`` with MONAI's
+    ``PersistentDataset``; every rank then reads the cache in ``setup``. Random patch sampling and
+    augmentation run per step, re-seeded per epoch so that a resumed run repeats an uninterrupted one.
+
+    Args:
+        dataset_dir: MSD folder with ``dataset.json``.
+        manifest: CSV with ``image,label`` columns instead of ``dataset_dir``.
+        cache_dir: where preprocessed cases go (default ``<dataset_dir>/.medimg_cache/<preprocessing hash>``).
+        fold / num_folds: deterministic k-fold split of the training cases (``split_seed`` fixes it).
+        spacing, intensity, ct_window, crop_foreground, patch_size: see :class:`Preprocessing`.
+        samples_per_volume: random patches drawn from each volume per step (RandCropByPosNegLabeld).
+        batch_size: volumes per batch (so ``batch_size * samples_per_volume`` patches).
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | None = None,
+        manifest: str | None = None,
+        cache_dir: str | None = None,
+        fold: int = 0,
+        num_folds: int = 5,
+        split_seed: int = 0,
+        spacing: tuple[float, float, float] = (1.5, 1.5, 2.0),
+        intensity: Literal["ct", "mr", "none"] = "ct",
+        ct_window: tuple[float, float] = (-57.0, 164.0),
+        crop_foreground: bool = False,
+        patch_size: tuple[int, int, int] = (96, 96, 96),
+        samples_per_volume: int = 4,
+        pos_neg_ratio: float = 1.0,
+        batch_size: int = 2,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if (dataset_dir is None) == (manifest is None):
+            raise ConfigError("give exactly one of --data.dataset_dir (MSD folder) or --data.manifest (CSV)")
+        sp, win, patch = tuple(spacing), tuple(ct_window), tuple(patch_size)
+        self.preprocessing = Preprocessing(sp, intensity, win, crop_foreground, patch)  # type: ignore[arg-type]
+        self._cases: CaseList | None = None
+        self.train_ds: Any = None
+        self.val_ds: Any = None
+
+    @property
+    def hp(self) -> Any:
+        """``self.hparams`` with attribute access typed as Any (the constructor arguments above)."""
+        return self.hparams
+
+    @property
+    def cases(self) -> CaseList:
+        if self._cases is None:
+            hp = self.hp
+            self._cases = read_msd(hp.dataset_dir) if hp.dataset_dir else read_csv_manifest(hp.manifest)
+        return self._cases
+
+    @property
+    def num_classes(self) -> int:
+        return self.cases.num_classes
+
+    @property
+    def cache_path(self) -> Path:
+        import hashlib
+        import json
+
+        if self.hp.cache_dir:
+            base = Path(self.hp.cache_dir)
+        else:
+            src = Path(self.hp.dataset_dir or Path(self.hp.manifest).parent)
+            base = src / ".medimg_cache"
+        key = hashlib.sha256(json.dumps(self.preprocessing.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return base / key
+
+    def _dataset(self, items: list[dict[str, str]]) -> Any:
+        from monai.data import PersistentDataset
+
+        return PersistentDataset(items, transform=preprocessing(self.preprocessing), cache_dir=self.cache_path)
+
+    def prepare_data(self) -> None:
+        """Preprocess every training case once and cache it (runs in one process per node)."""
+        self.cache_path.mkdir(parents=True, exist_ok=True)
+        ds = self._dataset(self.cases.training)
+        for i in range(len(ds)):
+            ds[i]
+
+    def setup(self, stage: str | None = None) -> None:
+        from monai.data import Dataset
+
+        train_idx, val_idx = kfold_split(len(self.cases.training), self.hp.num_folds, self.hp.fold, self.hp.split_seed)
+        cached = self._dataset(self.cases.training)
+        self.augment = augmentation(self.hp.patch_size, self.hp.samples_per_volume, self.hp.pos_neg_ratio, 1.0)
+        self.train_ds = Dataset(_Subset(cached, train_idx), transform=self.augment)  # type: ignore[arg-type]
+        self.val_ds = _Subset(cached, val_idx)
+        self._generator = torch.Generator()
+        self.reseed(0)
+
+    def reseed(self, epoch: int) -> None:
+        """Re-seed the random augmentation and the workers' base seed for ``epoch`` (the sampler calls this)."""
+        seed = (self.hp.seed + 7919 * epoch) % (2**31)
+        self.augment.set_random_state(seed=seed)
+        self._generator.manual_seed(seed)
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        from monai.data import DataLoader as MonaiDataLoader
+        from monai.data import list_data_collate
+
+        # MONAI's DataLoader re-seeds the random transforms in each worker (worker seed = base seed + id, the
+        # base seed drawn from `generator`, which `reseed` sets per epoch); plain torch workers would all
+        # draw the same augmentation.
+        loader: DataLoader[Any] = MonaiDataLoader(
+            self.train_ds,
+            batch_size=self.hp.batch_size,
+            sampler=EpochSeededSampler(len(self.train_ds), self.hp.seed, on_epoch=self.reseed),
+            num_workers=self.hp.num_workers,
+            collate_fn=list_data_collate,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+            generator=self._generator,
+        )
+        return loader
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return DataLoader(self.val_ds, batch_size=1, num_workers=min(self.hp.num_workers, 2))
+
+    def manifest_digest(self) -> str:
+        return self.cases.digest()
+
+
+class _Subset(torch.utils.data.Dataset[Any]):
+    def __init__(self, base: Any, indices: list[int]) -> None:
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.indices[i]]

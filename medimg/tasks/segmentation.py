@@ -1,0 +1,196 @@
+"""``SegmentationTask``: a MONAI segmentation net trained with Lightning (Dice+CE, sliding-window validation).
+
+Precision and scale are Trainer flags only (``precision="bf16-mixed"``, ``strategy="ddp"``): there is no
+hand-written GradScaler or process-group code here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from medimg.errors import MedimgError
+from medimg.models.segmentation import segmentation_net
+
+__all__ = ["NonFiniteLossError", "SegmentationTask"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(MedimgError):
+    """Too many consecutive steps with a NaN/inf loss: the run diverged."""
+
+
+class SegmentationTask(pl.LightningModule):
+    """3D segmentation with Dice + cross-entropy, validated by sliding-window inference on whole volumes.
+
+    Args:
+        net: ``unet`` | ``dynunet`` | ``segresnet`` | ``swinunetr`` (see :func:`medimg.models.segmentation_net`).
+        net_kwargs: keyword arguments for that network (channels, strides, filters, ...).
+        num_classes: output channels including background.
+        in_channels: image channels.
+        lr / weight_decay: AdamW; the learning rate follows a cosine schedule over ``trainer.max_epochs``.
+        roi_size / sw_batch_size / sw_overlap: sliding-window inference for validation, test and prediction.
+        deep_supervision: train DynUNet's extra heads (``net_kwargs`` gets ``deep_supervision=True``).
+        max_nonfinite: a NaN/inf loss skips the optimiser step with a warning (on every rank at once);
+            after this many in a row the run stops with :class:`NonFiniteLossError`.
+        preprocessing: filled in by the CLI/data module so the checkpoint carries the preprocessing that
+            ``medimg segment`` must repeat.
+    """
+
+    def __init__(
+        self,
+        net: str = "unet",
+        net_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 2,
+        in_channels: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        roi_size: tuple[int, int, int] = (96, 96, 96),
+        sw_batch_size: int = 4,
+        sw_overlap: float = 0.25,
+        deep_supervision: bool = False,
+        max_nonfinite: int = 10,
+        preprocessing: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        kwargs = dict(net_kwargs or {})
+        if deep_supervision:
+            if net != "dynunet":
+                raise MedimgError("deep_supervision needs net='dynunet'")
+            kwargs["deep_supervision"] = True
+        self.net = segmentation_net(net, in_channels=in_channels, out_channels=num_classes, **kwargs)
+        from monai.losses import DeepSupervisionLoss, DiceCELoss
+        from monai.metrics import DiceMetric, HausdorffDistanceMetric
+
+        self.loss_fn: torch.nn.Module = DiceCELoss(to_onehot_y=True, softmax=True)
+        if deep_supervision:
+            self.loss_fn = DeepSupervisionLoss(self.loss_fn)
+        self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
+        self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean_batch")
+        self._nonfinite_in_a_row = 0
+        self._skip_step = False
+
+    @property
+    def hp(self) -> Any:
+        return self.hparams
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        return out
+
+    def infer(self, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """Sliding-window logits for whole volumes (N, C, H, W, D), windows of ``roi_size``."""
+        from monai.inferers import sliding_window_inference
+
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            out = sliding_window_inference(
+                x,
+                roi_size=self.hp.roi_size,
+                sw_batch_size=self.hp.sw_batch_size,
+                predictor=self.net,
+                overlap=self.hp.sw_overlap,
+                mode="gaussian",
+                progress=progress,
+            )
+        finally:
+            self.net.train(was_training)
+        return out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
+
+    def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.hp.deep_supervision and logits.ndim == label.ndim + 1:
+            logits = list(torch.unbind(logits, dim=1))  # type: ignore[assignment]
+        loss: torch.Tensor = self.loss_fn(logits, label)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
+        loss = self.compute_loss(self(x), y)
+        # every rank must agree to skip, or DDP's gradient all-reduce would hang
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss).item()), all=True)
+        if finite:
+            self._nonfinite_in_a_row = 0
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+            return loss
+        self._nonfinite_in_a_row += 1
+        log.warning(
+            "non-finite loss at step %d (epoch %d); optimiser step skipped (%d in a row, limit %d)",
+            self.global_step,
+            self.current_epoch,
+            self._nonfinite_in_a_row,
+            self.hp.max_nonfinite,
+        )
+        if self._nonfinite_in_a_row >= self.hp.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self._nonfinite_in_a_row} consecutive non-finite losses: lower the learning rate, "
+                "try precision=bf16-mixed instead of 16-mixed, or check the data"
+            )
+        self._skip_step = True
+        # a zero loss connected to every parameter: backward (and DDP's all-reduce) run as usual, with zero grads
+        return sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad), torch.zeros((), device=x.device))
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Run forward/backward, then step -- unless the loss was non-finite, then drop the gradients instead.
+
+        Returning ``None`` from ``training_step`` would skip the step too, but Lightning does not support that
+        under DDP; dropping the gradients (``grad = None``) makes the optimiser leave every parameter, its
+        momentum and its weight decay untouched.
+        """
+        result = optimizer_closure() if optimizer_closure is not None else None
+        if self._skip_step:
+            self._skip_step = False
+            optimizer.zero_grad(set_to_none=True)
+            return
+        optimizer.step(closure=lambda: result)
+
+    def _evaluate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from monai.networks.utils import one_hot
+
+        x, y = batch["image"], batch["label"]
+        logits = self.infer(x)
+        loss = self.compute_loss(logits, y)
+        k = self.hp.num_classes
+        pred = one_hot(torch.argmax(logits, dim=1, keepdim=True), num_classes=k)
+        truth = one_hot(y.long(), num_classes=k)
+        self.dice(pred, truth)
+        self.hd95(pred, truth)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self._evaluate(batch)
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=1)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self._evaluate(batch)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=1)
+
+    def _log_metrics(self, prefix: str) -> None:
+        # MONAI's cumulative metrics gather every rank's cases before aggregating (synced across DDP)
+        dice = self.dice.aggregate()
+        hd = self.hd95.aggregate()
+        dice_t = dice if isinstance(dice, torch.Tensor) else torch.as_tensor(dice)
+        hd_t = hd if isinstance(hd, torch.Tensor) else torch.as_tensor(hd)
+        for c in range(dice_t.numel()):
+            self.log(f"{prefix}/dice_class{c + 1}", dice_t[c].item(), sync_dist=False)
+            self.log(f"{prefix}/hd95_class{c + 1}", hd_t[c].item(), sync_dist=False)
+        self.log(f"{prefix}/dice", torch.nanmean(dice_t).item(), prog_bar=True, sync_dist=False)
+        self.dice.reset()
+        self.hd95.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
