@@ -87,6 +87,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lightning(argv: list[str]) -> int:
+    """fit / validate / test: LightningCLI, with MedimgError turned into one line and exit code 2."""
+    try:
+        from medimg.tasks.lightning_cli import run_cli
+
+        return run_cli(argv)
+    except MedimgError as exc:
+        print(f"medimg: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from medimg.tasks.inference import segment
+
+    vol = segment(args.ckpt, args.input, args.output, precision=args.precision, device=args.device, progress=True)
+    import numpy as np
+
+    values, counts = np.unique(vol.array, return_counts=True)
+    labels = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+    print(f"wrote {args.output}: shape {vol.shape}, voxels per label {labels}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medimg", description="Medical imaging research workspace.")
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
@@ -111,13 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_convert)
 
+    p = sub.add_parser("segment", help="segment a DICOM folder or NIfTI with a trained checkpoint")
+    p.add_argument("ckpt", help="checkpoint written by `medimg fit`")
+    p.add_argument("input", help="DICOM folder/file or .nii/.nii.gz")
+    p.add_argument("output", help="mask to write (.nii.gz), in the input's geometry")
+    p.add_argument("--precision", default="32", choices=("32", "bf16-mixed", "16-mixed"))
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.set_defaults(func=_cmd_segment)
+
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)
+
     p = sub.add_parser("demo", help="run the end-to-end demo on bundled sample data")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        return _lightning(argv)
     args = build_parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

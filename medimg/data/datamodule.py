@@ -26,8 +26,11 @@ class EpochSeededSampler(Sampler[int]):
     as an uninterrupted one. Each rank gets ``ceil(n / world)`` indices (the last ones wrap around).
     """
 
-    def __init__(self, n: int, seed: int = 0, on_epoch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, on_epoch: Callable[[int], None] | None = None, length: int | None = None
+    ) -> None:
         self.n, self.seed, self.epoch, self.on_epoch = n, seed, 0, on_epoch
+        self.length = length or n
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -41,14 +44,15 @@ class EpochSeededSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
         rank, world = self._rank_world()
-        per = -(-self.n // world)
-        order = (order * (per * world // max(self.n, 1) + 1))[: per * world]
-        return iter(order[rank::world])
+        per = -(-self.length // world)
+        order: list[int] = []
+        while len(order) < per * world:  # whole permutations, so every case is seen equally often
+            order += torch.randperm(self.n, generator=g).tolist()
+        return iter(order[: per * world][rank::world])
 
     def __len__(self) -> int:
-        return -(-self.n // self._rank_world()[1])
+        return -(-self.length // self._rank_world()[1])
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -67,6 +71,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         spacing, intensity, ct_window, crop_foreground, patch_size: see :class:`Preprocessing`.
         samples_per_volume: random patches drawn from each volume per step (RandCropByPosNegLabeld).
         batch_size: volumes per batch (so ``batch_size * samples_per_volume`` patches).
+        epoch_length: volumes drawn per epoch (default: the number of training cases); set it to decouple
+            epochs from dataset size, as nnU-Net's 250 iterations per epoch do.
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         pos_neg_ratio: float = 1.0,
         batch_size: int = 2,
         num_workers: int = 4,
+        epoch_length: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -166,7 +173,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         loader: DataLoader[Any] = MonaiDataLoader(
             self.train_ds,
             batch_size=self.hp.batch_size,
-            sampler=EpochSeededSampler(len(self.train_ds), self.hp.seed, on_epoch=self.reseed),
+            sampler=EpochSeededSampler(
+                len(self.train_ds), self.hp.seed, on_epoch=self.reseed, length=self.hp.epoch_length
+            ),
             num_workers=self.hp.num_workers,
             collate_fn=list_data_collate,
             persistent_workers=False,

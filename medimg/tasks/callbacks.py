@@ -31,7 +31,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
-    """The run's folder (the logger's version folder, where checkpoints and the fingerprint go)."""
+    """The run's folder (the logger's version folder, where the logs and the fingerprint go).
+
+    Under DDP this is a collective call (Lightning broadcasts rank 0's folder): call it on every rank.
+    """
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -89,6 +92,7 @@ class RunFingerprint(pl.Callback):
         self.config = config
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        folder = run_dir(trainer)  # on every rank: trainer.log_dir is a collective (broadcast) under DDP
         if trainer.global_rank != 0:
             return
         dm = trainer.datamodule if hasattr(trainer, "datamodule") else None
@@ -97,7 +101,7 @@ class RunFingerprint(pl.Callback):
             "model": dict(pl_module.hparams),
             "data": dict(dm.hparams) if dm is not None else None,
         }
-        path = run_dir(trainer) / "fingerprint.json"
+        path = folder / "fingerprint.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(fingerprint(config, digest), indent=2, default=str))
 

@@ -23,6 +23,8 @@ class ClassificationTask(pl.LightningModule):
         lr / weight_decay: AdamW with a cosine schedule over ``trainer.max_epochs``.
     """
 
+    checkpoint_metric = ("val/auroc", "max")
+
     def __init__(
         self,
         backbone_name: str = "resnet18",

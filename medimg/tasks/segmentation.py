@@ -41,6 +41,9 @@ class SegmentationTask(pl.LightningModule):
             ``medimg segment`` must repeat.
     """
 
+    #: the metric that picks the best checkpoint, and its direction
+    checkpoint_metric = ("val/dice", "max")
+
     def __init__(
         self,
         net: str = "unet",
@@ -78,6 +81,24 @@ class SegmentationTask(pl.LightningModule):
     @property
     def hp(self) -> Any:
         return self.hparams
+
+    def setup(self, stage: str) -> None:
+        """Take the data module's preprocessing into the hyper-parameters (so checkpoints carry it) and check
+        that the data has as many classes as the network has outputs."""
+        from medimg.errors import ConfigError
+
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        prep = getattr(dm, "preprocessing", None)
+        if prep is not None:
+            self.hparams["preprocessing"] = prep.as_dict()
+        n = getattr(dm, "num_classes", None)
+        if n is not None and n != self.hp.num_classes:
+            raise ConfigError(
+                f"the dataset has {n} classes (labels in dataset.json) but model.num_classes is "
+                f"{self.hp.num_classes}; set --model.num_classes {n}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x)

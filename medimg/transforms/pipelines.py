@@ -38,6 +38,12 @@ class Preprocessing:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`as_dict` (lists from YAML/JSON become tuples)."""
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
+
 
 class LoadVolumed:
     """Load ``keys`` with :func:`medimg.io.load` (DICOM folder, DICOM file or NIfTI) into channel-first MetaTensors.

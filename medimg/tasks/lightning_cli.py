@@ -1,0 +1,81 @@
+"""``medimg fit | validate | test``: LightningCLI with medimg's defaults for every run.
+
+What every run gets without configuring it (all can be overridden on the command line or in YAML):
+
+* TensorBoard *and* CSV logs under ``<default_root_dir>/lightning_logs/version_N`` (an MLflow logger can be
+  added with ``--trainer.logger+=pytorch_lightning.loggers.MLFlowLogger``),
+* ``fingerprint.json`` in that folder (code, versions, GPUs, container, resolved config, dataset digest),
+* checkpoints in ``<default_root_dir>/checkpoints``: the best by the task's validation metric and ``last.ckpt``,
+  written atomically, so ``--ckpt_path last`` resumes a killed job,
+* ``use_distributed_sampler: false``: medimg's sampler shards across DDP ranks itself and is re-seeded per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningCLI
+
+__all__ = ["MedimgCLI", "run_cli"]
+
+
+class MedimgCLI(LightningCLI):
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+        from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+        from medimg.tasks.callbacks import AtomicCheckpointIO, RunFingerprint
+
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        root = Path(cfg["trainer"].get("default_root_dir") or ".")
+        init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        configured = init["trainer"].get("callbacks") or []
+        extra: list[Any] = list(configured if isinstance(configured, list) else [configured])
+        extra += list(kwargs.pop("callbacks", None) or [])
+        monitor, mode = getattr(self.model, "checkpoint_metric", ("val/loss", "min"))
+        if not any(isinstance(c, ModelCheckpoint) for c in extra):
+            extra.append(
+                ModelCheckpoint(
+                    dirpath=root / "checkpoints",
+                    filename="best-epoch{epoch:03d}",
+                    auto_insert_metric_name=False,
+                    monitor=monitor,
+                    mode=mode,
+                    save_last=True,
+                )
+            )
+        extra.append(RunFingerprint(config=self.resolved_config()))
+        if cfg["trainer"].get("logger") in (None, True):
+            tb = TensorBoardLogger(save_dir=root, name="lightning_logs", default_hp_metric=False)
+            kwargs["logger"] = [tb, CSVLogger(save_dir=root, name="lightning_logs", version=tb.version)]
+            extra.append(LearningRateMonitor(logging_interval="epoch"))
+        plugins = list(kwargs.pop("plugins", None) or [])
+        plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(callbacks=extra, plugins=plugins, **kwargs)
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The resolved configuration of this run, as plain data (for the fingerprint)."""
+        import yaml
+
+        try:
+            loaded: dict[str, Any] = yaml.safe_load(self.parser.dump(self.config, skip_check=True))
+            return loaded
+        except Exception:  # the dump is for the record only; never fail a run on it
+            return {"unserialisable_config": str(self.config)}
+
+
+def run_cli(args: Sequence[str]) -> int:
+    """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``) with medimg's defaults."""
+    MedimgCLI(
+        model_class=pl.LightningModule,
+        datamodule_class=pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={"use_distributed_sampler": False},
+        save_config_kwargs={"overwrite": True},
+        args=list(args),
+    )
+    return 0
