@@ -15,9 +15,10 @@ from medimg.data.samples import pydicom_folder
 from medimg.io.dicom_write import write_series
 
 MEDIMG = [sys.executable, "-m", "medimg"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path | None = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*MEDIMG, *args], capture_output=True, text=True, check=False, cwd=cwd)
 
 
@@ -81,3 +82,6 @@ def test_demo_runs_end_to_end(tmp_path):
     assert summary["converted"]
     ct = nib.load(tmp_path / "demo" / "eCT_Supplemental.nii.gz")
     assert ct.shape == (512, 512, 2) and np.asarray(ct.dataobj).min() == -1024
+    assert summary["heldout_dice"] >= 0.9  # the brain-tissue task, segmented from its DICOM series
+    mask = nib.load(summary["mask"])
+    assert mask.shape == nib.load(tmp_path / "demo" / "MNI152Brain" / "imagesTs" / "MNI152Brain_008.nii.gz").shape

@@ -1,0 +1,174 @@
+"""Lightning training step vs a hand-written loop, and sliding-window inference vs MONAI, side by side.
+
+    .venv/bin/python benchmarks/train_bench.py [--steps 8] [--size 96] [--update-md]
+
+1. Train step: ``SegmentationTask`` (MONAI UNet 16..256, Dice+CE, AdamW) under ``pl.Trainer`` against a plain
+   PyTorch loop with the same model, loss, optimiser and the same pre-made batches (2 x 1 x size^3); median
+   step time after warm-up. Lightning's time is measured between ``on_train_batch_start`` and
+   ``on_train_batch_end``, plus the loop overhead between batches.
+2. Sliding-window inference of a 160^3 volume (roi 96^3, 4 windows per batch, overlap 0.25, gaussian):
+   ``SegmentationTask.infer`` vs ``monai.inferers.sliding_window_inference`` vs the sum of the bare window
+   forwards it runs.
+CPU here (2 threads, fp32). On a GPU it also reports bf16 vs fp32 step time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import update_section
+
+from medimg.tasks.segmentation import SegmentationTask
+
+
+def batches(n: int, size: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        img = torch.rand(2, 1, size, size, size, generator=g)
+        out.append({"image": img, "label": (img > 0.7).float()})
+    return out
+
+
+class StepTimer(pl.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t = 0.0
+
+    def on_train_batch_start(self, *args: object) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def lightning_steps(data: list[dict[str, torch.Tensor]], precision: str, device: str) -> tuple[float, float]:
+    pl.seed_everything(0, verbose=False)
+    task = SegmentationTask(net="unet", net_kwargs={"norm": "batch"})
+    timer = StepTimer()
+    trainer = pl.Trainer(
+        accelerator=device, devices=1, max_epochs=1, precision=precision, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(data, batch_size=None)
+    t0 = time.perf_counter()
+    trainer.fit(task, train_dataloaders=loader)
+    wall = (time.perf_counter() - t0) / len(data)
+    return statistics.median(timer.times[2:]), wall
+
+
+def plain_steps(data: list[dict[str, torch.Tensor]], device: str, dtype: torch.dtype | None) -> float:
+    from monai.losses import DiceCELoss
+
+    from medimg.models import segmentation_net
+
+    torch.manual_seed(0)
+    net = segmentation_net("unet", norm="batch").to(device).train()
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    times = []
+    for b in data:
+        t0 = time.perf_counter()
+        x, y = b["image"].to(device), b["label"].to(device)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[2:])
+
+
+def sliding_window(size: int, repeats: int) -> tuple[float, float, float, int]:
+    from monai.inferers import SlidingWindowInferer, sliding_window_inference
+
+    task = SegmentationTask(net="unet", net_kwargs={"norm": "batch"}, roi_size=(96, 96, 96)).eval()
+    x = torch.rand(1, 1, size, size, size)
+    windows: list[torch.Tensor] = []
+
+    def recording(batch: torch.Tensor) -> torch.Tensor:
+        windows.append(batch)
+        return task.net(batch)
+
+    with torch.no_grad():
+        SlidingWindowInferer((96, 96, 96), 4, overlap=0.25, mode="gaussian")(x, recording)
+    contenders = {
+        "ours": lambda: task.infer(x),
+        "monai": lambda: sliding_window_inference(x, (96, 96, 96), 4, task.net, overlap=0.25, mode="gaussian"),
+        "forwards": lambda: [task.net(w) for w in windows],
+    }
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    with torch.no_grad():
+        for _ in range(repeats):  # interleaved, so drifts in machine load hit all three alike
+            for name, fn in contenders.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    ours, monai, forwards = (statistics.median(times[k]) for k in ("ours", "monai", "forwards"))
+    return ours, monai, forwards, sum(w.shape[0] for w in windows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--update-md", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = batches(args.steps, args.size)
+    lit_step, lit_wall = lightning_steps(data, "32-true", device)
+    plain = plain_steps(data, device, None)
+    lines = [
+        f"Device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU, 2 threads'}; "
+        f"torch {torch.__version__}.",
+        "",
+        f"Train step, MONAI UNet 16..256 (4.8 M params), batch 2 x 1 x {args.size}^3, fp32, median of "
+        f"{args.steps - 2} steps after 2 warm-up steps:",
+        "",
+        "| loop | s / step | ratio to plain loop |",
+        "|---|---|---|",
+        f"| hand-written PyTorch loop | {plain:.3f} | 1.00 |",
+        f"| SegmentationTask under pl.Trainer (batch start -> end) | {lit_step:.3f} | {lit_step / plain:.3f} |",
+        f"| SegmentationTask under pl.Trainer (fit wall time / steps, incl. setup) | {lit_wall:.3f} | "
+        f"{lit_wall / plain:.3f} |",
+    ]
+    ours, monai, forwards, n_windows = sliding_window(160, args.repeats)
+    lines += [
+        "",
+        f"Sliding-window inference, 160^3 volume, roi 96^3, 4 per batch, overlap 0.25, gaussian ({n_windows} windows):",
+        "",
+        "| inference | s | ratio |",
+        "|---|---|---|",
+        f"| medimg SegmentationTask.infer | {ours:.3f} | 1.00 |",
+        f"| monai sliding_window_inference | {monai:.3f} | MONAI / medimg = {monai / ours:.2f} |",
+        f"| sum of the bare window forwards | {forwards:.3f} | medimg / forwards = {ours / forwards:.2f} |",
+    ]
+    if device == "cuda":
+        for precision, dtype in (("32-true", None), ("bf16-mixed", torch.bfloat16)):
+            torch.cuda.reset_peak_memory_stats()
+            step = plain_steps(data, device, dtype)
+            lines.append(
+                f"| plain loop {precision} | {step:.4f} s | peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB |"
+            )
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/train_bench.py --update-md`"]
+    text = "\n".join(lines)
+    print(text)
+    if args.update_md:
+        update_section("Training and inference (issue 5)", text)
+
+
+if __name__ == "__main__":
+    main()

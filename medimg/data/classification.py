@@ -1,0 +1,105 @@
+"""``ClassificationDataModule``: images or volumes listed in a CSV (``image,label``), for ClassificationTask."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from medimg.data.datasets import kfold_split
+from medimg.errors import ConfigError
+
+__all__ = ["ClassificationDataModule"]
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """Classification data from a CSV with ``image`` (NIfTI, DICOM file or folder) and ``label`` (integer) columns.
+
+    2D images (one slice) come out as (1, H, W), volumes as (1, H, W, D), resized to ``image_size`` and scaled
+    to [0, 1] (CT: ``ct_window``; other modalities: 0.5-99.5 percentiles). Preprocessed cases are cached in
+    memory (MONAI ``CacheDataset``); flips and small rotations are drawn per step.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        spatial_dims: int = 2,
+        image_size: tuple[int, ...] = (224, 224),
+        intensity: Literal["ct", "percentile"] = "percentile",
+        ct_window: tuple[float, float] = (-1000.0, 1000.0),
+        fold: int = 0,
+        num_folds: int = 5,
+        batch_size: int = 16,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if len(image_size) != spatial_dims:
+            raise ConfigError(f"image_size {tuple(image_size)} does not have spatial_dims={spatial_dims} entries")
+        self.train_ds: Any = None
+        self.val_ds: Any = None
+
+    @property
+    def hp(self) -> Any:
+        return self.hparams
+
+    def _rows(self) -> list[dict[str, Any]]:
+        path = Path(self.hp.manifest)
+        if not path.is_file():
+            raise ConfigError("manifest CSV not found", path)
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or not {"image", "label"} <= set(rows[0]):
+            raise ConfigError("manifest needs 'image' and 'label' columns", path)
+        return [{"image": str((path.parent / r["image"]).resolve()), "label": int(r["label"])} for r in rows]
+
+    def _transforms(self, train: bool) -> Any:
+        from monai import transforms as T
+
+        from medimg.transforms.pipelines import LoadVolumed
+
+        steps: list[Any] = [LoadVolumed(["image"])]
+        if self.hp.spatial_dims == 2:
+            steps.append(T.SqueezeDimd(keys="image", dim=-1, update_meta=False))
+        steps.append(T.Resized(keys="image", spatial_size=tuple(self.hp.image_size)))
+        if self.hp.intensity == "ct":
+            lo, hi = self.hp.ct_window
+            steps.append(T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+        else:
+            steps.append(
+                T.ScaleIntensityRangePercentilesd(keys="image", lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+            )
+        steps.append(T.EnsureTyped(keys="image", dtype=torch.float32, track_meta=False))
+        if train:
+            steps += [
+                T.RandFlipd(keys="image", prob=0.5, spatial_axis=0),
+                T.RandRotated(keys="image", range_x=0.1, prob=0.3, keep_size=True),
+            ]
+        return T.Compose(steps)
+
+    def setup(self, stage: str | None = None) -> None:
+        from monai.data import CacheDataset
+
+        rows = self._rows()
+        train_idx, val_idx = kfold_split(len(rows), self.hp.num_folds, self.hp.fold, self.hp.seed)
+        self.train_ds = CacheDataset([rows[i] for i in train_idx], self._transforms(True), progress=False)
+        self.val_ds = CacheDataset([rows[i] for i in val_idx], self._transforms(False), progress=False)
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        from monai.data import DataLoader as MonaiDataLoader
+
+        loader: DataLoader[Any] = MonaiDataLoader(
+            self.train_ds, batch_size=self.hp.batch_size, shuffle=True, num_workers=self.hp.num_workers
+        )
+        return loader
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        from monai.data import DataLoader as MonaiDataLoader
+
+        loader: DataLoader[Any] = MonaiDataLoader(self.val_ds, batch_size=self.hp.batch_size, num_workers=0)
+        return loader
