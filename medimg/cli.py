@@ -110,6 +110,30 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from medimg.explain.api import explain_case
+
+    ex = explain_case(args.ckpt, args.input, args.label, method=args.method, layer=args.layer)
+    ex.save(args.out)
+    print(f"wrote {args.out}: {ex.method} of class {ex.label} on layer {ex.layer}")
+    if ex.sanity is not None:
+        print(ex.sanity)
+    if args.png:
+        from pathlib import Path
+
+        from medimg.explain.overlay import figure_png, render_planes
+
+        png = Path(args.png) / (Path(args.out).name.split(".")[0] + ".png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig = render_planes(ex.image, heatmap=ex.heatmap, prediction=ex.prediction, title=f"{ex.method}, {ex.layer}")
+        from medimg.io.atomic import atomic_path
+
+        with atomic_path(png) as tmp:
+            tmp.write_bytes(figure_png(fig))
+        print(f"wrote {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medimg", description="Medical imaging research workspace.")
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
@@ -141,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="32", choices=("32", "bf16-mixed", "16-mixed"))
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser(
+        "explain", help="heatmap of why the model labelled class K (HiResCAM, Grad-CAM, Grad-CAM++, occlusion)"
+    )
+    p.add_argument("--ckpt", required=True, help="checkpoint written by `medimg fit`")
+    p.add_argument("--input", required=True, help="DICOM folder/file or .nii/.nii.gz")
+    p.add_argument("--label", type=int, default=1, help="class to explain (default 1)")
+    p.add_argument("--out", required=True, help="heatmap to write (.nii.gz), in the input's geometry")
+    p.add_argument("--png", help="also write a three-plane PNG into this folder")
+    p.add_argument("--method", default="hirescam", choices=("hirescam", "gradcam", "gradcampp", "occlusion"))
+    p.add_argument("--layer", help="target layer (default: the last convolution before the output block)")
+    p.set_defaults(func=_cmd_explain)
 
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)

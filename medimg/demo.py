@@ -5,7 +5,8 @@
 2. build the MNI152 brain-tissue task (nilearn's template, MSD layout) and write its held-out case as a
    DICOM MR series, as a scanner would send it;
 3. train a small 3D U-Net on CPU with ``medimg fit`` (configs/demo_mni_brain.yaml);
-4. segment the held-out DICOM series with the best checkpoint and report its Dice.
+4. segment the held-out DICOM series with the best checkpoint and report its Dice;
+5. explain the segmentation (HiResCAM heatmap, randomisation sanity check) and write an HTML review page.
 
 Everything goes under ``outputs/demo/``.
 """
@@ -36,22 +37,22 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     folder = pydicom_folder("dicomdirtests")
-    print(f"[1/6] scanning {folder} (pydicom's sample DICOM tree)")
+    print(f"[1/7] scanning {folder} (pydicom's sample DICOM tree)")
     found = scan(folder)
     print(format_scan_table([s.summary() for s in found]))
 
-    print("\n[2/6] loading the enhanced multi-frame CT sample (eCT_Supplemental.dcm)")
+    print("\n[2/7] loading the enhanced multi-frame CT sample (eCT_Supplemental.dcm)")
     ct = load(pydicom_file("eCT_Supplemental.dcm"))
     print(f"      {ct}  HU range [{int(ct.array.min())}, {int(ct.array.max())}]")
     ct_path = ct.save(out / "eCT_Supplemental.nii.gz")
 
-    print(f"\n[3/6] converting the usable series to NIfTI under {out / 'nifti'}")
+    print(f"\n[3/7] converting the usable series to NIfTI under {out / 'nifti'}")
     report = convert(folder, out / "nifti")
     for p in report.written:
         print(f"      wrote {p}")
     for key, why in report.refused.items():
         print(f"      refused {key}: {why}")
-    print(f"\n[4/6] building the MNI152 brain-tissue task under {out / 'MNI152Brain'}")
+    print(f"\n[4/7] building the MNI152 brain-tissue task under {out / 'MNI152Brain'}")
     from medimg.data.phantoms import make_mni_msd
 
     dataset = make_mni_msd(out / "MNI152Brain", n_cases=8, n_test=1, voxel_mm=3.0, seed=0)
@@ -61,7 +62,7 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     _write_mr_series(load(held_image), dicom_dir)
     print(f"      held-out case written as a DICOM MR series: {dicom_dir}")
 
-    print("\n[5/6] training a 3D U-Net on CPU (medimg fit --config configs/demo_mni_brain.yaml)")
+    print("\n[5/7] training a 3D U-Net on CPU (medimg fit --config configs/demo_mni_brain.yaml)")
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
     from medimg.tasks.lightning_cli import run_cli
@@ -79,7 +80,7 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     )
     best = sorted((run / "checkpoints").glob("best-*.ckpt"))[-1]
 
-    print(f"\n[6/6] segmenting the held-out DICOM series with {best.name}")
+    print(f"\n[6/7] segmenting the held-out DICOM series with {best.name}")
     from medimg.tasks.inference import segment
 
     mask = segment(best, dicom_dir, out / "MNI152Brain_008_mask.nii.gz", device="cpu")
@@ -87,6 +88,18 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     pred = np.asarray(mask.array) > 0
     dice = float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
     print(f"      Dice on the held-out case: {dice:.4f}  (mask: {out / 'MNI152Brain_008_mask.nii.gz'})")
+    print("\n[7/7] explaining the held-out segmentation (HiResCAM + randomisation check) and writing a review page")
+    from medimg.explain.api import explain_case
+    from medimg.review import FeedbackStore, export_report
+
+    ex = explain_case(best, dicom_dir, 1)
+    heat_path = ex.save(out / "MNI152Brain_008_heatmap.nii.gz")
+    print(f"      {ex.sanity}")
+    store = FeedbackStore(out / "reviews.sqlite")
+    review_page = export_report(
+        [("MNI152Brain_008", ex)], out / "review.html", store, labels={"MNI152Brain_008": load(held_label)}
+    )
+    print(f"      heatmap: {heat_path}\n      review page: {review_page}")
     summary: dict[str, object] = {
         "series_found": len(found),
         "converted": [str(p) for p in report.written] + [str(ct_path)],
@@ -94,6 +107,9 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
         "checkpoint": str(best),
         "heldout_dice": round(dice, 4),
         "mask": str(out / "MNI152Brain_008_mask.nii.gz"),
+        "heatmap": str(heat_path),
+        "review_html": str(review_page),
+        "sanity_rho": None if ex.sanity is None else round(ex.sanity.correlation, 4),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

@@ -83,5 +83,7 @@ def test_demo_runs_end_to_end(tmp_path):
     ct = nib.load(tmp_path / "demo" / "eCT_Supplemental.nii.gz")
     assert ct.shape == (512, 512, 2) and np.asarray(ct.dataobj).min() == -1024
     assert summary["heldout_dice"] >= 0.9  # the brain-tissue task, segmented from its DICOM series
+    assert nib.load(summary["heatmap"]).shape == nib.load(summary["mask"]).shape
+    assert "data:image/png;base64," in Path(summary["review_html"]).read_text()
     mask = nib.load(summary["mask"])
     assert mask.shape == nib.load(tmp_path / "demo" / "MNI152Brain" / "imagesTs" / "MNI152Brain_008.nii.gz").shape

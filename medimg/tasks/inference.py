@@ -13,7 +13,33 @@ import torch
 from medimg.errors import MedimgError
 from medimg.io.volume import Volume
 
-__all__ = ["load_task", "segment"]
+__all__ = ["load_task", "prepare", "segment", "to_input_grid"]
+
+
+def prepare(task: Any, image: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Load ``image`` and apply the checkpoint's preprocessing: (original MetaTensor, preprocessed MetaTensor)."""
+    from medimg.transforms.pipelines import LoadVolumed, Preprocessing, preprocessing
+
+    prep = task.hparams.get("preprocessing")
+    if not prep:
+        raise MedimgError("checkpoint carries no preprocessing (was it trained with medimg fit?)")
+    p = Preprocessing.from_dict(prep)
+    original = LoadVolumed(["image"])({"image": image})["image"]
+    data = preprocessing(p, keys=["image"], load=False)({"image": original.clone()})["image"]
+    return original, data
+
+
+def to_input_grid(values: torch.Tensor, data: Any, original: Any, mode: str = "nearest") -> np.ndarray[Any, Any]:
+    """Resample (1, X', Y', Z') ``values`` on the preprocessed grid of ``data`` back onto ``original``'s grid."""
+    from monai.data import MetaTensor
+    from monai.transforms import ResampleToMatch
+
+    meta = MetaTensor(values.float().cpu(), affine=data.affine, meta=dict(data.meta))
+    back = ResampleToMatch(mode=mode)(meta, img_dst=original)
+    out = np.asarray(back[0].detach().cpu().numpy())
+    if out.shape != tuple(original.shape[1:]):
+        raise MedimgError(f"internal: resampled shape {out.shape} != input shape {tuple(original.shape[1:])}")
+    return out
 
 
 def load_task(ckpt: str | os.PathLike[str], device: str | torch.device = "cpu") -> Any:
@@ -49,18 +75,9 @@ def segment(
         precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast; 16-mixed needs a GPU).
         device: ``"cuda"``/``"cpu"``; default: CUDA when available.
     """
-    from monai.transforms import ResampleToMatch
-
-    from medimg.transforms.pipelines import LoadVolumed, Preprocessing, preprocessing
-
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     task = load_task(ckpt, dev) if isinstance(ckpt, (str, os.PathLike)) else ckpt.to(dev).eval()
-    prep = task.hparams.get("preprocessing")
-    if not prep:
-        raise MedimgError("checkpoint carries no preprocessing (was it trained with medimg fit?)", str(ckpt))
-    p = Preprocessing.from_dict(prep)
-    original = LoadVolumed(["image"])({"image": image})["image"]
-    data = preprocessing(p, keys=["image"], load=False)({"image": original.clone()})["image"]
+    original, data = prepare(task, image)
     autocast: Any = contextlib.nullcontext()
     if precision in ("bf16-mixed", "16-mixed"):
         dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
@@ -70,15 +87,8 @@ def segment(
     with torch.no_grad(), autocast:
         logits = task.infer(data.unsqueeze(0).to(dev), progress=progress)
     pred = torch.argmax(logits.float(), dim=1).to(torch.float32).cpu()  # (1, X, Y, Z) on the preprocessed grid
-    from monai.data import MetaTensor
-
-    pred = MetaTensor(pred, affine=data.affine, meta=dict(data.meta))
-    back = ResampleToMatch(mode="nearest")(pred, img_dst=original)
-    mask = np.asarray(back[0].cpu().numpy(), dtype=np.uint8)
-    affine = np.asarray(original.affine, dtype=np.float64)
-    if mask.shape != tuple(original.shape[1:]):
-        raise MedimgError(f"internal: mask shape {mask.shape} != input shape {tuple(original.shape[1:])}")
-    volume = Volume(mask, affine, {"modality": "SEG", "source": str(image)})
+    mask = to_input_grid(pred, data, original, mode="nearest").astype(np.uint8)
+    volume = Volume(mask, np.asarray(original.affine, dtype=np.float64), {"modality": "SEG", "source": str(image)})
     if output is not None:
         volume.save(output)
     return volume

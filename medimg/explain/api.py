@@ -1,0 +1,131 @@
+"""``explain_case``: a checkpoint, an image and a label in; a heatmap volume in the image's geometry out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medimg.errors import MedimgError
+from medimg.explain.sanity import SanityResult, randomisation_check
+from medimg.explain.segmentation import segmentation_cam
+from medimg.io.volume import Volume
+
+__all__ = ["Explanation", "default_layer", "explain_case", "file_sha256", "volume_sha256"]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def volume_sha256(volume: Volume) -> str:
+    """Hash of the voxels, their dtype/shape and the affine: identifies the exact input a map was made for."""
+    h = hashlib.sha256()
+    arr = np.ascontiguousarray(volume.array)
+    h.update(f"{arr.dtype}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    h.update(np.round(volume.affine, 6).tobytes())
+    return h.hexdigest()
+
+
+def default_layer(net: torch.nn.Module) -> str:
+    """The default CAM layer of a segmentation net: the last convolution before the output convolution,
+    skipping residual shortcuts (1x1 projections whose maps are mostly empty after the ReLU)."""
+    from medimg.explain.gradcam import candidate_layers
+
+    layers = [name for name in candidate_layers(net) if "residual" not in name]
+    if len(layers) < 2:
+        raise MedimgError("the network has too few convolution layers for a CAM; pass layer=...")
+    return layers[-2]
+
+
+@dataclass
+class Explanation:
+    """A heatmap with everything needed to show it and to tie a radiologist's answer to it."""
+
+    image: Volume
+    heatmap: Volume
+    prediction: Volume
+    label: int
+    method: str
+    layer: str
+    checkpoint_sha256: str
+    input_sha256: str
+    sanity: SanityResult | None
+
+    def save(self, heatmap_path: str | os.PathLike[str]) -> Path:
+        return self.heatmap.save(heatmap_path)
+
+
+def explain_case(
+    ckpt: str | os.PathLike[str],
+    image: str | os.PathLike[str],
+    label: int = 1,
+    *,
+    method: str = "hirescam",
+    layer: str | None = None,
+    region: np.ndarray[Any, Any] | None = None,
+    sanity_check: bool = True,
+    device: str = "cpu",
+) -> Explanation:
+    """Explain why the model in ``ckpt`` labelled voxels of ``image`` as ``label``.
+
+    Args:
+        method: ``hirescam`` (default: keeps *where* in the window the evidence is, which a region of a
+            segmentation needs) | ``gradcam`` | ``gradcampp`` | ``occlusion``.
+        layer: target layer name (see :func:`medimg.explain.candidate_layers`); default :func:`default_layer`.
+        region: optional 0/1 mask in the *input's* voxel grid restricting the target (e.g. one lesion, or
+            :func:`medimg.explain.component_at` of the prediction under a clicked voxel). Default: every voxel
+            the model labels ``label``.
+        sanity_check: run the model-parameter randomisation check (one extra map).
+
+    The heatmap is in [0, 1] (``cam / max``), resampled (linear) onto the input's grid: same shape and affine.
+    """
+    from medimg.tasks.inference import load_task, prepare, to_input_grid
+
+    task = load_task(ckpt, device)
+    original, data = prepare(task, image)
+    net = task.net
+    layer = layer or default_layer(net)
+    roi = tuple(task.hparams["roi_size"])
+    x = data.unsqueeze(0).to(device)
+    with torch.no_grad():
+        logits = task.infer(x)
+    pred_pre = logits.argmax(1).float()
+    region_pre = None
+    if region is not None:
+        from monai.data import MetaTensor
+        from monai.transforms import ResampleToMatch
+
+        src = MetaTensor(torch.as_tensor(region[None], dtype=torch.float32), affine=original.affine)
+        region_pre = ResampleToMatch(mode="nearest")(src, img_dst=data).unsqueeze(0).to(device)
+
+    def compute(model: torch.nn.Module) -> torch.Tensor:
+        return segmentation_cam(model, x, layer, label, region_pre, method=method, roi_size=roi)
+
+    cam = compute(net)
+    sanity = randomisation_check(net, layer, compute, original=cam) if sanity_check else None
+    affine = np.asarray(original.affine, dtype=np.float64)
+    heat = to_input_grid(cam[0], data, original, mode="bilinear").clip(0, 1).astype(np.float32)
+    pred = to_input_grid(pred_pre, data, original, mode="nearest").astype(np.uint8)
+    img = Volume(np.asarray(original[0].numpy()), affine, {"source": str(image)})
+    return Explanation(
+        image=img,
+        heatmap=Volume(heat, affine, {"method": method, "layer": layer, "label": label}),
+        prediction=Volume(pred, affine, {"modality": "SEG"}),
+        label=label,
+        method=method,
+        layer=layer,
+        checkpoint_sha256=file_sha256(ckpt),
+        input_sha256=volume_sha256(img),
+        sanity=sanity,
+    )

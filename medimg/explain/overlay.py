@@ -1,0 +1,137 @@
+"""Three-plane figures with CT window presets, label/prediction contours and heatmap overlays.
+
+Radiological convention throughout: axial and coronal views show the patient's right on the image's left,
+anterior at the top of axial views, superior at the top of coronal and sagittal views. The figure says so.
+Volumes are first reoriented to RAS (nibabel), so the convention holds whatever the input orientation.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from medimg.io.volume import Volume
+
+__all__ = ["CT_WINDOWS", "Plane", "figure_png", "render_planes", "slice_2d", "to_ras", "window_image"]
+
+#: (center, width) in HU.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "abdomen": (40.0, 400.0),
+    "liver": (60.0, 160.0),
+    "bone": (400.0, 1800.0),
+}
+Plane = Literal["axial", "coronal", "sagittal"]
+PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
+ORIENTATION_NOTE = "radiological convention: patient's right on image left"
+
+
+def to_ras(volume: Volume) -> Volume:
+    """The same volume with its array reoriented to RAS (nibabel's ``as_closest_canonical``)."""
+    import nibabel as nib
+
+    img = nib.as_closest_canonical(nib.Nifti1Image(np.asanyarray(volume.array), volume.affine))
+    return Volume(np.asanyarray(img.dataobj), img.affine, dict(volume.meta))
+
+
+def window_image(
+    array: npt.ArrayLike, preset: str | tuple[float, float] | None = None, modality: str | None = None
+) -> npt.NDArray[np.float32]:
+    """Map intensities to [0, 1] for display.
+
+    ``preset``: a :data:`CT_WINDOWS` name, a (center, width) pair, or None -- CT then uses ``abdomen``, other
+    modalities the 1st-99th percentile window.
+    """
+    a = np.asarray(array, dtype=np.float32)
+    if preset is None and modality == "CT":
+        preset = "abdomen"
+    if preset is None:
+        finite = a[np.isfinite(a)]
+        lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+    else:
+        c, w = CT_WINDOWS[preset] if isinstance(preset, str) else preset
+        lo, hi = c - w / 2, c + w / 2
+    return np.clip((a - lo) / max(float(hi - lo), 1e-6), 0, 1)
+
+
+def slice_2d(ras: npt.NDArray[Any], plane: Plane, index: int | None = None) -> npt.NDArray[Any]:
+    """A display-ready 2D slice of a RAS array: rows top->bottom, columns left->right on screen.
+
+    axial: rows anterior->posterior, columns patient right->left; coronal: rows superior->inferior, columns
+    right->left; sagittal: rows superior->inferior, columns anterior->posterior.
+    """
+    axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
+    n = ras.shape[axis]
+    i = n // 2 if index is None else int(np.clip(index, 0, n - 1))
+    s = np.take(ras, i, axis=axis)
+    # RAS: index increases towards patient Right (x), Anterior (y), Superior (z)
+    if plane in ("axial", "coronal"):  # s[x, y] or s[x, z]
+        # rows: decreasing y (anterior at top) / decreasing z (superior at top);
+        # cols: decreasing x (patient's right on the image left)
+        return np.flip(s.T, axis=(0, 1))
+    return np.flip(s.T, axis=(0, 1))  # s[y, z] -> rows: superior at top; cols: anterior at left
+
+
+def render_planes(
+    image: Volume,
+    *,
+    heatmap: Volume | None = None,
+    label: Volume | None = None,
+    prediction: Volume | None = None,
+    preset: str | tuple[float, float] | None = None,
+    planes: Sequence[Plane] = PLANES,
+    indices: dict[str, int] | None = None,
+    alpha: float = 0.4,
+    title: str | None = None,
+    show: dict[str, bool] | None = None,
+) -> Any:
+    """A matplotlib figure: one panel per plane, image windowed, contours (label green, prediction yellow),
+    heatmap in 'inferno' with ``alpha``. All volumes must share the image's grid."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    show = {"label": True, "prediction": True, "heatmap": True, **(show or {})}
+    img = to_ras(image)
+    others = {
+        k: to_ras(v) for k, v in (("heatmap", heatmap), ("label", label), ("prediction", prediction)) if v is not None
+    }
+    fig, axes = plt.subplots(1, len(planes), figsize=(4.2 * len(planes), 4.6), squeeze=False)
+    modality = str(image.meta.get("modality", "")) or None
+    win = window_image(img.array, preset, modality)
+    for ax, plane in zip(axes[0], planes, strict=True):
+        idx = (indices or {}).get(plane)
+        ax.imshow(slice_2d(win, plane, idx), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if "heatmap" in others and show["heatmap"]:
+            ax.imshow(slice_2d(others["heatmap"].array, plane, idx), cmap="inferno", alpha=alpha, vmin=0, vmax=1)
+        for key, color in (("label", "lime"), ("prediction", "yellow")):
+            if key in others and show[key]:
+                s = slice_2d(np.asarray(others[key].array) > 0, plane, idx).astype(float)
+                if s.any():
+                    ax.contour(s, levels=[0.5], colors=color, linewidths=1.2)
+        left, right = ("A", "P") if plane == "sagittal" else ("R", "L")
+        ax.set_title(plane)
+        ax.text(0.02, 0.5, left, transform=ax.transAxes, color="cyan", fontsize=12, va="center")
+        ax.text(0.95, 0.5, right, transform=ax.transAxes, color="cyan", fontsize=12, va="center")
+        ax.axis("off")
+    fig.suptitle((title + "\n" if title else "") + ORIENTATION_NOTE, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """PNG bytes of a matplotlib figure (closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()

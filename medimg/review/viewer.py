@@ -1,0 +1,155 @@
+"""The radiologist's viewer and feedback form for JupyterLab (ipywidgets).
+
+``review(explanation, case_id=...)`` shows one case: plane and slice sliders, CT/MR window preset, heatmap
+opacity, toggles for label / prediction / heatmap, the sanity-check verdict, and a form (verdict, localisation
+score, comment, reviewer) whose answer goes to the :class:`~medimg.review.store.FeedbackStore` together with the
+checkpoint's and the input's SHA-256, the method and the layer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from medimg.explain.api import Explanation
+from medimg.explain.overlay import CT_WINDOWS, PLANES, figure_png, render_planes, to_ras
+from medimg.io.volume import Volume
+from medimg.review.store import VERDICTS, Feedback, FeedbackStore
+
+__all__ = ["ReviewWidget", "review"]
+
+
+class ReviewWidget:
+    """Viewer + form for one case; ``.widget`` is the ipywidgets container to display."""
+
+    def __init__(
+        self,
+        explanation: Explanation,
+        *,
+        case_id: str,
+        store: FeedbackStore,
+        label: Volume | None = None,
+        reviewer: str = "",
+    ) -> None:
+        import ipywidgets as w
+
+        self.ex, self.case_id, self.store, self.label = explanation, case_id, store, label
+        shape = to_ras(explanation.image).shape
+        self._axis_len = {"sagittal": shape[0], "coronal": shape[1], "axial": shape[2]}
+        modality = str(explanation.image.meta.get("modality", ""))
+        presets = [*CT_WINDOWS] if modality == "CT" else ["auto (1-99 %)", *CT_WINDOWS]
+        self.plane = w.ToggleButtons(options=list(PLANES), value="axial", description="Plane")
+        self.slice = w.IntSlider(value=self._axis_len["axial"] // 2, min=0, max=self._axis_len["axial"] - 1,
+                                 description="Slice", continuous_update=False)  # fmt: skip
+        self.preset = w.Dropdown(options=presets, value=presets[0], description="Window")
+        self.opacity = w.FloatSlider(value=0.4, min=0.0, max=1.0, step=0.05, description="Heatmap α")
+        self.show_heat = w.Checkbox(value=True, description="heatmap")
+        self.show_pred = w.Checkbox(value=True, description="model's mask")
+        self.show_label = w.Checkbox(value=label is not None, description="reference label", disabled=label is None)
+        self.image = w.Image(format="png", layout=w.Layout(width="520px"))
+        sanity = explanation.sanity
+        sanity_text = "no sanity check run" if sanity is None else str(sanity)
+        colour = "green" if sanity is not None and sanity.trustworthy else "#b00"
+        self.sanity = w.HTML(f"<b style='color:{colour}'>{sanity_text}</b>")
+        self.verdict = w.ToggleButtons(options=list(VERDICTS), value=None, description="Verdict")
+        self.localisation = w.IntSlider(value=3, min=1, max=5, description="Localisation",
+                                        tooltip="1 = map misses the finding, 5 = map on the finding")  # fmt: skip
+        self.comment = w.Textarea(placeholder="What is right or wrong about the map?", description="Comment")
+        self.reviewer = w.Text(value=reviewer, placeholder="your name", description="Reviewer")
+        self.submit = w.Button(description="Save answer", button_style="primary", icon="check")
+        self.status = w.HTML()
+        self.plane.observe(self._plane_changed, names="value")
+        for control in (self.slice, self.preset, self.opacity, self.show_heat, self.show_pred, self.show_label):
+            control.observe(lambda _change: self.redraw(), names="value")
+        self.submit.on_click(lambda _b: self.save())
+        form = w.VBox([self.verdict, self.localisation, self.comment, self.reviewer, self.submit, self.status])
+        controls = w.VBox([self.plane, self.slice, self.preset, self.opacity,
+                           w.HBox([self.show_heat, self.show_pred, self.show_label])])  # fmt: skip
+        header = w.HTML(
+            f"<h3>{case_id}</h3><p>{explanation.method} of class {explanation.label} on layer "
+            f"<code>{explanation.layer}</code>. Radiological convention: the patient's right is on the "
+            "image's left.</p>"
+        )
+        self.widget = w.VBox([header, w.HBox([self.image, w.VBox([controls, self.sanity, form])])])
+        self.redraw()
+
+    def _plane_changed(self, change: dict[str, Any]) -> None:
+        n = self._axis_len[change["new"]]
+        self.slice.max = n - 1
+        self.slice.value = n // 2
+        self.redraw()
+
+    def render(self) -> bytes:
+        """PNG of the current view (also what the browser test compares between slices)."""
+        preset = None if str(self.preset.value).startswith("auto") else self.preset.value
+        fig = render_planes(
+            self.ex.image,
+            heatmap=self.ex.heatmap,
+            prediction=self.ex.prediction,
+            label=self.label,
+            preset=preset,
+            planes=[self.plane.value],
+            indices={self.plane.value: int(self.slice.value)},
+            alpha=float(self.opacity.value),
+            show={"heatmap": self.show_heat.value, "prediction": self.show_pred.value, "label": self.show_label.value},
+        )
+        return figure_png(fig, dpi=90)
+
+    def redraw(self) -> None:
+        self.image.value = self.render()
+
+    def save(self) -> int | None:
+        """Store the form's answer; shows what happened under the button."""
+        from medimg.errors import MedimgError
+
+        try:
+            fb = Feedback(
+                case_id=self.case_id,
+                reviewer=str(self.reviewer.value),
+                verdict=self.verdict.value,
+                localisation=int(self.localisation.value),
+                comment=str(self.comment.value),
+                checkpoint_sha256=self.ex.checkpoint_sha256,
+                input_sha256=self.ex.input_sha256,
+                method=self.ex.method,
+                layer=self.ex.layer,
+                label=self.ex.label,
+                sanity_rho=None if self.ex.sanity is None else self.ex.sanity.correlation,
+            )
+            row = self.store.add(fb)
+        except MedimgError as exc:
+            self.status.value = f"<span style='color:#b00'>not saved: {exc}</span>"
+            return None
+        self.status.value = f"<span style='color:green'>saved answer #{row} for {self.case_id}</span>"
+        return row
+
+
+def review(
+    ckpt: str | os.PathLike[str],
+    image: str | os.PathLike[str],
+    *,
+    case_id: str | None = None,
+    label: int = 1,
+    reference: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] = "data/reviews.sqlite",
+    method: str = "hirescam",
+    reviewer: str = "",
+) -> ReviewWidget:
+    """One call for the review notebook: explain ``image`` with ``ckpt`` and return the viewer + form."""
+    from medimg.explain.api import explain_case
+    from medimg.io import load
+
+    ex = explain_case(ckpt, image, label, method=method)
+    ref = None
+    if reference is not None:
+        ref_vol = load(reference)
+        ref = Volume(np.asarray(ref_vol.array), ref_vol.affine)
+    return ReviewWidget(
+        ex,
+        case_id=case_id or os.path.basename(os.fspath(image)),
+        store=FeedbackStore(store),
+        label=ref,
+        reviewer=reviewer,
+    )
