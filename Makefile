@@ -42,7 +42,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --no-browser --notebook-dir=notebooks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/io_bench.py
+	for b in io models train explain; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache
