@@ -34,6 +34,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+ifneq ($(NOTEBOOKS),)
+	# every notebook runs top to bottom on the CPU (about 2 minutes), outputs are not written back
+	$(BIN)/pytest --nbmake -p no:cacheprovider $(NOTEBOOKS)
+endif
 
 test: lint typecheck unit
 

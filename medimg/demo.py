@@ -24,7 +24,33 @@ import numpy as np
 from medimg.io.atomic import atomic_write_text
 from medimg.io.volume import Volume
 
-__all__ = ["run_demo"]
+__all__ = ["ensure_demo_model", "run_demo"]
+
+
+def ensure_demo_model(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, Path]:
+    """The demo's trained brain model and held-out case, training it (about 30 s on CPU) only if missing.
+
+    Returns paths: ``checkpoint``, ``image`` (held-out NIfTI), ``dicom`` (the same case as a DICOM series),
+    ``label`` (its reference mask).
+    """
+    out = Path(out)
+    summary = out / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text())
+        ckpt = Path(str(data.get("checkpoint", "")))
+        if ckpt.is_file():
+            return _demo_paths(out, ckpt)
+    run_demo(out)
+    return _demo_paths(out, Path(json.loads(summary.read_text())["checkpoint"]))
+
+
+def _demo_paths(out: Path, ckpt: Path) -> dict[str, Path]:
+    return {
+        "checkpoint": ckpt,
+        "image": out / "MNI152Brain" / "imagesTs" / "MNI152Brain_008.nii.gz",
+        "dicom": out / "dicom" / "MNI152Brain_008",
+        "label": out / "MNI152Brain" / "labelsTs" / "MNI152Brain_008.nii.gz",
+    }
 
 
 def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medimg.errors import MedimgError
 
-__all__ = ["mni152_paths", "pydicom_file", "pydicom_folder"]
+__all__ = ["messy_dicom_folder", "mni152_paths", "pydicom_file", "pydicom_folder"]
 
 
 def pydicom_file(name: str) -> Path:
@@ -46,3 +46,35 @@ def mni152_paths() -> dict[str, Path]:
     if missing:
         raise MedimgError(f"nilearn's MNI152 files are missing: {', '.join(missing)}; reinstall nilearn")
     return paths
+
+
+def messy_dicom_folder(dest: str | Path, *, with_mni_series: bool = True) -> Path:
+    """Build a realistic "hospital export" under ``dest``: pydicom's sample tree (several patients, localizers,
+    a CT with a hole, radial MR, a DICOMDIR, non-DICOM files) plus, optionally, the MNI152 T1 written by medimg
+    as an oblique-free axial MR series with shuffled file names. Returns ``dest``."""
+    import shutil
+
+    import numpy as np
+
+    from medimg.io import load
+    from medimg.io.dicom_write import write_series
+
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(pydicom_folder("dicomdirtests"), dest / "pydicom_samples")
+    shutil.copy(pydicom_file("eCT_Supplemental.dcm"), dest / "enhanced_ct.dcm")
+    (dest / "notes.txt").write_text("export log: not an image\n")
+    if with_mni_series:
+        t1 = load(mni152_paths()["t1"])
+        arr = np.asarray(t1.array, dtype=np.float64)
+        write_series(
+            t1,
+            dest / "mni152_t1",
+            modality="MR",
+            series_description="T1 MPRAGE (MNI152 template)",
+            series_number=301,
+            rescale=(max(float(arr.max()) / 30000.0, 1e-6), 0.0),
+            shuffle_names=True,
+        )
+    return dest
