@@ -106,7 +106,7 @@ def explain_case(
         from monai.data import MetaTensor
         from monai.transforms import ResampleToMatch
 
-        src = MetaTensor(torch.as_tensor(region[None], dtype=torch.float32), affine=original.affine)
+        src = MetaTensor(torch.as_tensor(region[None], dtype=torch.float32), affine=original.affine, meta={})
         region_pre = ResampleToMatch(mode="nearest")(src, img_dst=data).unsqueeze(0).to(device)
 
     def compute(model: torch.nn.Module) -> torch.Tensor:

@@ -34,7 +34,8 @@ def to_input_grid(values: torch.Tensor, data: Any, original: Any, mode: str = "n
     from monai.data import MetaTensor
     from monai.transforms import ResampleToMatch
 
-    meta = MetaTensor(values.float().cpu(), affine=data.affine, meta=dict(data.meta))
+    meta_dict = {k: v for k, v in dict(data.meta).items() if k != "affine"}
+    meta = MetaTensor(values.float().cpu(), affine=data.affine, meta=meta_dict)
     back = ResampleToMatch(mode=mode)(meta, img_dst=original)
     out = np.asarray(back[0].detach().cpu().numpy())
     if out.shape != tuple(original.shape[1:]):

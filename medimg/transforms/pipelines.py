@@ -97,7 +97,7 @@ def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *,
     steps: list[Any] = [load_transform(keys)] if load else []
     steps += [
         T.EnsureTyped(keys=keys, dtype=torch.float32),
-        T.Orientationd(keys=keys, axcodes="RAS"),
+        T.Orientationd(keys=keys, axcodes="RAS", labels=None),
         T.Spacingd(keys=keys, pixdim=p.spacing, mode=modes),
     ]
     if p.intensity == "ct":
