@@ -69,7 +69,7 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
 
     print("\n[2/7] loading the enhanced multi-frame CT sample (eCT_Supplemental.dcm)")
     ct = load(pydicom_file("eCT_Supplemental.dcm"))
-    print(f"      {ct}  HU range [{int(ct.array.min())}, {int(ct.array.max())}]")
+    print(f"      {ct}  values [{int(ct.array.min())}, {int(ct.array.max())}] ({ct.meta['value_unit']})")
     ct_path = ct.save(out / "eCT_Supplemental.nii.gz")
 
     print(f"\n[3/7] converting the usable series to NIfTI under {out / 'nifti'}")

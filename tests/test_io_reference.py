@@ -135,10 +135,12 @@ def test_radial_mr_is_refused():
         load(pydicom_folder() / "98892003" / "MR700")
 
 
-def test_enhanced_ct_frames_are_in_hounsfield_on_the_slice_axis():
+def test_enhanced_ct_frames_are_rescaled_on_the_slice_axis():
     v = load(pydicom_file("eCT_Supplemental.dcm"))
     assert v.shape == (512, 512, 2)
-    assert v.meta["value_unit"] == "HU"
+    # a DERIVED perfusion map whose Pixel Value Transformation says Rescale Type "US": not claimed as HU
+    assert v.meta["value_unit"] == "unspecified (Rescale Type US)"
+    assert load(pydicom_file("CT_small.dcm")).meta["value_unit"] == "HU"
     assert v.array.min() == -1024  # Rescale Intercept from the Pixel Value Transformation functional group
     assert v.spacing == pytest.approx((0.388672, 0.388672, 10.0), abs=1e-4)
 

@@ -94,9 +94,6 @@ def render_planes(
 ) -> Any:
     """A matplotlib figure: one panel per plane, image windowed, contours (label green, prediction yellow),
     heatmap in 'inferno' with ``alpha``. All volumes must share the image's grid."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     show = {"label": True, "prediction": True, "heatmap": True, **(show or {})}

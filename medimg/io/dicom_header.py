@@ -270,7 +270,7 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
     columns = int(_get(ds, "Columns") or 0)
     series_number = _get(ds, "SeriesNumber")
     windows = _window_presets(ds)
-    unit = "HU" if modality == "CT" else "stored value"
+    unit = _value_unit(ds, modality)
     sidecar: dict[str, Any] = {}
     for kw in SIDECAR_KEYWORDS:
         value = _get(ds, kw)
@@ -386,6 +386,20 @@ def _enhanced_frame(
         temporal=_str(content.get("TemporalPositionIndex")) if content else None,
         stack=_str(content.get("StackID")) if content else None,
     )
+
+
+def _value_unit(ds: Dataset, modality: str) -> str:
+    """What the modality LUT output means: Rescale Type (0028,1054) when given (top level or in the shared
+    Pixel Value Transformation functional group), else HU for CT (PS3.3 C.11.1.1.2) and stored values otherwise."""
+    rescale_type = _get(ds, "RescaleType")
+    if rescale_type is None:
+        shared = _first(ds, "SharedFunctionalGroupsSequence")
+        pvt = _first(shared, "PixelValueTransformationSequence")
+        rescale_type = pvt.get("RescaleType") if pvt is not None else None
+    if rescale_type:
+        text = str(rescale_type).strip().upper()
+        return "HU" if text == "HU" else ("unspecified (Rescale Type US)" if text == "US" else text)
+    return "HU" if modality == "CT" else "stored value"
 
 
 def _real_world_hu(rwv: Dataset | None, modality: str) -> tuple[float, float]:

@@ -36,6 +36,36 @@ class ScanResult:
     def __getitem__(self, i: int) -> Series:
         return self.series[i]
 
+    def _repr_html_(self) -> str:
+        """The QA table as HTML, for notebooks (blocking problems in red)."""
+        import html
+
+        head = ("series", "modality", "files", "shape", "spacing (mm)", "orientation", "description", "problems")
+        rows = []
+        for s in self.series:
+            r = s.summary()
+            spacing = "-" if r["spacing"] is None else " x ".join(f"{v:.4g}" for v in r["spacing"])
+            problems = "<br>".join(
+                f"<span style='color:{'#b00' if p['blocking'] else '#a60'}'>{html.escape(p['code'])}</span>: "
+                f"{html.escape(p['detail'])}"
+                for p in r["problems"]
+            )
+            key = html.escape(r["key"])
+            cells = (
+                f"<span title='{key}'>...{key[-14:]}</span>",
+                html.escape(r["modality"]),
+                str(r["n_files"]),
+                " x ".join(map(str, r["shape"])),
+                spacing,
+                html.escape(r["orientation"] or "-"),
+                html.escape(r["description"] or ""),
+                problems or "<span style='color:green'>ok</span>",
+            )
+            rows.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
+        header = "".join(f"<th style='text-align:left'>{h}</th>" for h in head)
+        note = f"<p>{len(self.skipped)} file(s) skipped (not DICOM or damaged).</p>" if self.skipped else ""
+        return f"<table><tr>{header}</tr>{''.join(rows)}</table>{note}"
+
     def find(self, key: str) -> Series:
         """The series whose key (``UID`` or ``UID#part``) or UID is ``key``."""
         matches = [s for s in self.series if key in (s.key, s.series_uid)]
