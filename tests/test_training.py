@@ -146,3 +146,14 @@ def test_wrong_class_count_is_a_config_error(dataset, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "set --model.num_classes 2" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_metrics_of_a_rerun_replace_the_old_epochs(tmp_path):
+    from medimg.tasks.logs import read_metrics
+
+    for version, values in ((0, [0.9, 0.8, 0.7]), (1, [0.5, 0.4])):
+        folder = tmp_path / "lightning_logs" / f"version_{version}"
+        folder.mkdir(parents=True)
+        lines = ["epoch,step,train/loss_epoch"] + [f"{e},{e * 10},{v}" for e, v in enumerate(values)]
+        (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    assert read_metrics(tmp_path)["train/loss_epoch"] == [(0, 0.5), (1, 0.4), (2, 0.7)]

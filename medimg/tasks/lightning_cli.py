@@ -68,7 +68,22 @@ class MedimgCLI(LightningCLI):
 
 
 def run_cli(args: Sequence[str]) -> int:
-    """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``) with medimg's defaults."""
+    """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``) with medimg's defaults.
+
+    ``args`` is the whole command line; the process's own ``sys.argv`` is ignored (in a notebook it holds the
+    kernel's arguments), and restored afterwards.
+    """
+    import sys
+
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        _run(args)
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def _run(args: Sequence[str]) -> None:
     MedimgCLI(
         model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,
@@ -78,4 +93,3 @@ def run_cli(args: Sequence[str]) -> int:
         save_config_kwargs={"overwrite": True},
         args=list(args),
     )
-    return 0
