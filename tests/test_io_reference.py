@@ -174,3 +174,42 @@ def test_gantry_tilt_is_resampled_onto_the_true_grid(tmp_path):
     assert np.abs(v.array[inner] - truth[inner]).max() < 15  # linear interpolation of a smooth field
     with pytest.raises(Exception, match="tilt"):
         load(folder, tilt="error")
+
+
+@pytest.mark.parametrize(
+    "sample",
+    ["MR_small_jpeg_ls_lossless.dcm", "693_UNCI.dcm", "693_J2KR.dcm", "MR2_UNCI.dcm", "MR2_J2KR.dcm",
+     "MR_small_implicit.dcm", "MR_small_expb.dcm"],
+)  # fmt: skip
+def test_more_samples_and_transfer_syntaxes_match_dcm2niix(sample, tmp_path, dcm2niix):
+    folder = _copy(pydicom_file(sample), tmp_path / "in")
+    (ref,) = dcm2niix(folder)
+    ours = nib.as_closest_canonical(load(folder / sample).to_nifti())
+    theirs = nib.as_closest_canonical(nib.load(ref))
+    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-3)
+    # MR2 carries Rescale Slope 3.774: ours is float32, dcm2niix's scl_slope is applied in float64
+    np.testing.assert_allclose(np.asarray(ours.dataobj, dtype=np.float64), theirs.get_fdata(), rtol=1e-6, atol=1e-3)
+
+
+def test_deflate_decodes_like_pydicom():
+    import pydicom
+
+    path = pydicom_file("image_dfl.dcm")  # Deflated Explicit VR Little Endian (dcm2niix writes nothing for it)
+    np.testing.assert_array_equal(load(path).array[:, :, 0].T, pydicom.dcmread(path).pixel_array)
+
+
+def test_undecodable_jpeg_names_the_syntax():
+    from medimg.errors import DicomReadError
+
+    # 12-bit JPEG Extended: neither Pillow nor the installed pylibjpeg plugin decodes this sample
+    with pytest.raises(DicomReadError, match="JPEG Extended"):
+        load(pydicom_file("JPEG-lossy.dcm"))
+
+
+def test_zero_pixel_spacing_is_reported_not_used():
+    from medimg.io import scan
+
+    (series,) = scan(pydicom_file("RG1_UNCI.dcm"))
+    assert any(p.code == "no_geometry" for p in series.problems)
+    v = load(pydicom_file("RG1_UNCI.dcm"))
+    assert v.spacing[:2] == (1.0, 1.0) and np.linalg.det(v.affine) != 0

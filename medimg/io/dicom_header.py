@@ -177,6 +177,11 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     return tuple(seq)
 
 
+def _positive(values: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """``values`` if every entry is > 0, else None (some exports write Pixel Spacing "0\\0")."""
+    return values if values is not None and all(v > 0 for v in values) else None
+
+
 def _first(seq_holder: Dataset | None, seq_kw: str) -> Dataset | None:
     if seq_holder is None:
         return None
@@ -311,7 +316,7 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
         return header
     iop = _floats(_get(ds, "ImageOrientationPatient"), 6)
     ipp = _floats(_get(ds, "ImagePositionPatient"), 3)
-    spacing = _floats(_get(ds, "PixelSpacing"), 2) or _floats(_get(ds, "ImagerPixelSpacing"), 2)
+    spacing = _positive(_floats(_get(ds, "PixelSpacing"), 2)) or _positive(_floats(_get(ds, "ImagerPixelSpacing"), 2))
     slope = float((_get(ds, "RescaleSlope") or 1) or 1)
     intercept = float((_get(ds, "RescaleIntercept") or 0) or 0)
     if modality == "RTDOSE" and _get(ds, "DoseGridScaling"):
@@ -379,7 +384,7 @@ def _enhanced_frame(
         columns=columns,
         iop=_floats(orient.get("ImageOrientationPatient") if orient else None, 6),
         ipp=_floats(position.get("ImagePositionPatient") if position else None, 3),  # type: ignore[arg-type]
-        pixel_spacing=_floats(measures.get("PixelSpacing") if measures else None, 2),  # type: ignore[arg-type]
+        pixel_spacing=_positive(_floats(measures.get("PixelSpacing") if measures else None, 2)),  # type: ignore[arg-type]
         slope=slope,
         intercept=intercept,
         acquisition=_str(content.get("FrameAcquisitionNumber")) if content else None,

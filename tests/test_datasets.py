@@ -1,0 +1,47 @@
+"""Case lists: MSD dataset.json, CSV manifests (NIfTI and DICOM folders), deterministic k-fold splits."""
+
+from __future__ import annotations
+
+import pytest
+
+from medimg.data.datasets import kfold_split, read_csv_manifest, read_msd
+from medimg.data.phantoms import make_phantom_msd
+from medimg.errors import ConfigError
+from medimg.io.dicom_write import write_series
+
+
+@pytest.mark.parametrize(("n", "k"), [(10, 5), (7, 3), (2, 5)])
+def test_kfold_is_a_deterministic_partition(n, k):
+    folds = [kfold_split(n, k, f, seed=3) for f in range(min(k, n))]
+    vals = sorted(i for _, v in folds for i in v)
+    assert vals == list(range(n))  # every case validated exactly once
+    for train, val in folds:
+        assert not set(train) & set(val) and sorted(train + val) == list(range(n))
+    assert kfold_split(n, k, 0, seed=3) == folds[0]
+    assert kfold_split(n, k, 0, seed=4) != folds[0] or n <= 2
+
+
+def test_msd_and_csv_manifest_with_a_dicom_case(tmp_path, phantom):
+    root = make_phantom_msd(tmp_path / "Task", n_cases=3, n_test=1)
+    cases = read_msd(root)
+    assert len(cases.training) == 3 and len(cases.test) == 1 and cases.num_classes == 2
+    digest = cases.digest()
+    assert len(digest) == 64 and digest == read_msd(root).digest()
+    write_series(phantom(shape=(8, 8, 4)), tmp_path / "dicom_case")
+    (tmp_path / "cases.csv").write_text(
+        "image,label\nTask/imagesTr/Phantom_000.nii.gz,Task/labelsTr/Phantom_000.nii.gz\n"
+        "dicom_case,Task/labelsTr/Phantom_001.nii.gz\nTask/imagesTs/Phantom_003.nii.gz,\n"
+    )
+    manifest = read_csv_manifest(tmp_path / "cases.csv")
+    assert len(manifest.training) == 2 and len(manifest.test) == 1
+    assert manifest.training[1]["image"].endswith("dicom_case")
+
+
+def test_bad_case_lists_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="dataset.json"):
+        read_msd(tmp_path)
+    (tmp_path / "cases.csv").write_text("image,label\nmissing.nii.gz,missing_label.nii.gz\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_csv_manifest(tmp_path / "cases.csv")
+    with pytest.raises(ConfigError, match="fold must be"):
+        kfold_split(5, 5, 7)
