@@ -38,7 +38,7 @@ def test_msd_and_csv_manifest_with_a_dicom_case(tmp_path, phantom):
 
 
 def test_bad_case_lists_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="dataset.json"):
+    with pytest.raises(ConfigError, match=r"dataset\.json"):
         read_msd(tmp_path)
     (tmp_path / "cases.csv").write_text("image,label\nmissing.nii.gz,missing_label.nii.gz\n")
     with pytest.raises(ConfigError, match="does not exist"):
