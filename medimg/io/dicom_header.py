@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from medimg.errors import DicomReadError, NotDicomError
@@ -50,7 +53,7 @@ _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.5": "pylibjpeg-rle",  # RLE Lossless
 }
 
-_TAGS: dict[str, int] = {}
+_TAGS: dict[str, BaseTag] = {}
 
 _LOCALIZER_WORDS = re.compile(r"locali[sz]er|scout|survey|topogram|scanogram|surview|3.?plane", re.IGNORECASE)
 
@@ -195,26 +198,142 @@ def _first(seq_holder: Dataset | None, seq_kw: str) -> Dataset | None:
 def _get(ds: Dataset, keyword: str) -> Any:
     """The value of a top-level attribute by keyword, or None when absent or empty.
 
-    Looks the tag up in the dataset's element dict directly: ``Dataset.get(keyword)`` goes through
-    ``__getattr__`` and costs ~15 us per *absent* keyword, which dominated folder scans.
+    Looks the tag up in the dataset's element dict directly (``Dataset.get(keyword)`` goes through
+    ``__getattr__``, ~15 us per *absent* keyword) and decodes plain ASCII strings, numbers in text (DS, IS) and
+    little-endian binary numbers (US, UL, SS, SL, FL, FD) from the raw bytes itself, which is several times
+    cheaper than pydicom's general conversion; sequences, non-ASCII text and everything else go through pydicom.
+    This is what makes a folder scan a header read, not a header parse.
     """
     tag = _TAGS.get(keyword)
     if tag is None:
-        tag = _TAGS[keyword] = int(tag_for_keyword(keyword) or 0)
-    if tag not in ds._dict:
+        tag = _TAGS[keyword] = BaseTag(tag_for_keyword(keyword) or 0)
+    elem = ds._dict.get(tag)
+    if elem is None:
         return None
+    if isinstance(elem, RawDataElement):
+        fast = _decode_raw(elem, tag)
+        if fast is not _SLOW:
+            return fast
     value = ds[tag].value
     return None if value is None or value == "" else value
+
+
+_SLOW = object()
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UI"})
+_BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+_VR_CACHE: dict[int, str] = {}
+
+
+def _decode_raw(elem: RawDataElement, tag: int) -> Any:
+    vr = elem.VR
+    if vr is None:
+        vr = _VR_CACHE.get(tag)
+        if vr is None:
+            try:
+                vr = _VR_CACHE[tag] = str(dictionary_VR(tag))
+            except KeyError:
+                return _SLOW
+    raw = elem.value
+    if raw is None or len(raw) == 0:
+        return None
+    if vr in _TEXT_VRS:
+        if max(raw) >= 0x80:
+            return _SLOW  # non-ASCII: let pydicom apply Specific Character Set (0008,0005)
+        parts = [p.strip(" \x00") for p in raw.decode("ascii").split("\\")]
+        try:
+            if vr == "DS":
+                values: list[Any] = [float(p) for p in parts if p]
+            elif vr == "IS":
+                values = [int(float(p)) for p in parts if p]
+            else:
+                values = parts
+        except ValueError:
+            return _SLOW
+        if not values or values == [""]:
+            return None
+        return values[0] if len(values) == 1 else values
+    fmt = _BINARY_VRS.get(vr)
+    if fmt is not None and elem.is_little_endian:
+        n = len(raw) // struct.calcsize(fmt)
+        numbers = struct.unpack(f"<{n}{fmt}", raw[: n * struct.calcsize(fmt)])
+        return numbers[0] if n == 1 else list(numbers)
+    return _SLOW
+
+
+def _multi(value: Any) -> list[Any]:
+    """A possibly single-valued attribute as a list (pydicom returns a bare str for one value)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, int, float)):
+        return [value]
+    return list(value)
 
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+#: Read the common case (Part 10, Explicit VR Little Endian, defined lengths) with :func:`_quick_parse`.
+QUICK_PARSE = True
+_QUICK_BYTES = 1 << 16
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def _quick_parse(data: bytes) -> tuple[Dataset, int | None] | None:
+    """Split the first bytes of a Part 10 file into raw top-level elements, up to Pixel Data (7FE0,0010).
+
+    Hand-written because pydicom's reader spends most of a folder scan building element objects we never
+    look at; this only cuts the byte stream into (tag, VR, value) records -- pydicom still converts every value
+    that is read. Anything unusual returns None and the caller uses pydicom: another transfer syntax than
+    Explicit VR Little Endian, an undefined length (sequence or encapsulated data), a header longer than the
+    bytes given, or no Pixel Data element. ``tests/test_io_quick_parse.py`` checks that both readers agree on
+    every sample file.
+    """
+    if len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    meta, pos = Dataset(), 132
+    ds = Dataset()
+    target = meta
+    unpack = struct.unpack_from
+    end = len(data)
+    while pos + 8 <= end:
+        group, element = unpack("<HH", data, pos)
+        tag = (group << 16) | element
+        if group != 2 and target is meta:
+            if str(meta.get("TransferSyntaxUID", "")) != _EXPLICIT_LE:
+                return None
+            target = ds
+        if tag == 0x7FE00010:
+            ds.file_meta = meta  # type: ignore[assignment]
+            return ds, pos
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                return None
+            (length,) = unpack("<I", data, pos + 8)
+            header = 12
+        else:
+            (length,) = unpack("<H", data, pos + 6)
+            header = 8
+        if length == 0xFFFFFFFF or pos + header + length > end or not vr.isalpha():
+            return None
+        start = pos + header
+        target._dict[BaseTag(tag)] = RawDataElement(
+            BaseTag(tag), vr.decode("ascii"), length, data[start : start + length], start, False, True
+        )
+        pos = start + length
+    return None
+
+
 def _open(path: str) -> tuple[Dataset, int | None]:
     """Parse the header of ``path``; return it and the offset of Pixel Data (if the parse reached it)."""
     try:
         with open(path, "rb") as fh:
+            quick = _quick_parse(fh.read(_QUICK_BYTES)) if QUICK_PARSE else None
+            if quick is not None:
+                return quick
+            fh.seek(0)
             try:
                 ds = pydicom.dcmread(fh, stop_before_pixels=True)
             except InvalidDicomError:
@@ -266,7 +385,7 @@ def read_header(path: str | os.PathLike[str]) -> FileHeader:
 
 
 def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | None) -> FileHeader:
-    image_type = tuple(str(v).upper() for v in (_get(ds, "ImageType") or []))
+    image_type = tuple(str(v).upper() for v in _multi(_get(ds, "ImageType")))
     description = str((_get(ds, "SeriesDescription") or "") or "")
     localizer = "LOCALIZER" in image_type or bool(_LOCALIZER_WORDS.search(description))
     modality = str((_get(ds, "Modality") or "") or "OT")
