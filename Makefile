@@ -43,7 +43,8 @@ test: lint typecheck unit
 
 lab: $(STAMP)
 	# JupyterLab on 127.0.0.1 only, with a random token (printed in the URL below); same environment as the CLI.
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)
 	for b in io models train explain; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
