@@ -70,20 +70,22 @@ class MedimgCLI(LightningCLI):
 def run_cli(args: Sequence[str]) -> int:
     """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``) with medimg's defaults.
 
-    ``args`` is the whole command line; the process's own ``sys.argv`` is ignored (in a notebook it holds the
-    kernel's arguments), and restored afterwards.
+    ``args`` is the whole command line. It is placed in ``sys.argv`` for the duration of the run (and the old
+    value restored), exactly as if typed in a shell: Lightning's DDP launcher starts the other ranks by re-running
+    ``sys.argv``, and in a notebook ``sys.argv`` would otherwise hold the kernel's own arguments.
     """
     import sys
 
-    saved, sys.argv = sys.argv, sys.argv[:1]
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "medimg", *args]
     try:
-        _run(args)
+        _run()
     finally:
         sys.argv = saved
     return 0
 
 
-def _run(args: Sequence[str]) -> None:
+def _run() -> None:
     MedimgCLI(
         model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,
@@ -91,5 +93,4 @@ def _run(args: Sequence[str]) -> None:
         subclass_mode_data=True,
         trainer_defaults={"use_distributed_sampler": False},
         save_config_kwargs={"overwrite": True},
-        args=list(args),
     )
