@@ -9,7 +9,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from medimg.errors import MedimgError, SeriesGeometryError, SeriesSelectionError
+from medimg.errors import (
+    MedimgError,
+    NoPixelDataError,
+    SeriesGeometryError,
+    SeriesSelectionError,
+    UnsupportedTransferSyntaxError,
+)
 from medimg.io.dicom_pixels import read_frames
 from medimg.io.orientation import lps_to_ras_affine
 from medimg.io.scan import ScanResult, scan
@@ -87,12 +93,8 @@ def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPol
     if blocking and not resample_gaps:
         first = blocking[0]
         if first.code == "missing_decoder":
-            from medimg.errors import UnsupportedTransferSyntaxError
-
             raise UnsupportedTransferSyntaxError(first.detail, series.files[0])
         if first.code == "no_pixel_data":
-            from medimg.errors import NoPixelDataError
-
             raise NoPixelDataError(first.detail, series.files[0])
         hint = (
             " (pass uneven='resample' / --uneven resample to interpolate a regular grid)"

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medimg.errors import MedimgError, NotDicomError
+from medimg.errors import MedimgError, NotDicomError, SeriesSelectionError
 from medimg.io.dicom_header import FileHeader, read_header
 from medimg.io.series import Series, group_series
 
@@ -71,8 +71,6 @@ class ScanResult:
         matches = [s for s in self.series if key in (s.key, s.series_uid)]
         if len(matches) == 1:
             return matches[0]
-        from medimg.errors import SeriesSelectionError
-
         known = ", ".join(s.key for s in self.series) or "none"
         if not matches:
             raise SeriesSelectionError(f"no series {key!r} here; series found: {known}")
