@@ -59,8 +59,11 @@ def test_randomised_model_gives_a_different_map(trained):
 
     layer = default_layer(task.net)
 
+    with torch.no_grad():
+        target = (task.infer(x).argmax(1, keepdim=True) == 1).float()  # fixed: the trained model's organ
+
     def compute(model):
-        return segmentation_cam(model, x, layer, 1, method="hirescam", roi_size=(32, 32, 32))
+        return segmentation_cam(model, x, layer, 1, target, method="hirescam", roi_size=(32, 32, 32))
 
     trained_map = compute(task.net)
     randomised = randomisation_check(task.net, layer, compute, original=trained_map)

@@ -101,7 +101,9 @@ def explain_case(
     with torch.no_grad():
         logits = task.infer(x)
     pred_pre = logits.argmax(1).float()
-    region_pre = None
+    # The target is fixed once, from the trained model: the randomised copy in the sanity check must explain the
+    # same voxels (Adebayo et al.), and this prediction need not be recomputed inside segmentation_cam.
+    region_pre = (pred_pre == label).float().unsqueeze(1)
     if region is not None:
         from monai.data import MetaTensor
         from monai.transforms import ResampleToMatch
@@ -110,7 +112,9 @@ def explain_case(
         region_pre = ResampleToMatch(mode="nearest")(src, img_dst=data).unsqueeze(0).to(device)
 
     def compute(model: torch.nn.Module) -> torch.Tensor:
-        return segmentation_cam(model, x, layer, label, region_pre, method=method, roi_size=roi)
+        return segmentation_cam(
+            model, x, layer, label, region_pre, method=method, roi_size=roi, overlap=task.hparams["sw_overlap"]
+        )
 
     cam = compute(net)
     sanity = randomisation_check(net, layer, compute, original=cam) if sanity_check else None
