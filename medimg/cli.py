@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from medimg import __version__
 from medimg.errors import MedimgError
@@ -25,40 +24,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from medimg.io.scan import scan
 
     found = scan(args.path)
-    rows = [s.summary() for s in found]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([s.summary() for s in found], indent=2))
     else:
-        print(format_scan_table(rows))
+        print(found.table())
         if found.skipped:
             path, why = next(iter(found.skipped.items()))
             print(f"({len(found.skipped)} file(s) skipped as not DICOM or damaged, e.g. {path}: {why})")
     return 0
-
-
-def format_scan_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width table of ``Series.summary()`` rows, one per series, problems last."""
-    head = ("key", "mod", "files", "shape", "spacing mm", "orient", "description", "problems")
-    lines = [head]
-    for r in rows:
-        spacing = "-" if r["spacing"] is None else "x".join(f"{s:.4g}" for s in r["spacing"])
-        problems = "; ".join(f"{p['code']}{'!' if p['blocking'] else ''} ({p['detail']})" for p in r["problems"])
-        lines.append(
-            (
-                r["key"],
-                r["modality"],
-                str(r["n_files"]),
-                "x".join(map(str, r["shape"])),
-                spacing,
-                r["orientation"] or "-",
-                (r["description"] or "")[:28],
-                problems or "ok",
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] for line in lines]
-    out.append("('!' marks a problem that stops loading; see `medimg scan --json` for all fields)")
-    return "\n".join(out)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

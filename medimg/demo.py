@@ -54,7 +54,6 @@ def _demo_paths(out: Path, ckpt: Path) -> dict[str, Path]:
 
 
 def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
-    from medimg.cli import format_scan_table
     from medimg.data.samples import pydicom_file, pydicom_folder
     from medimg.io import load, scan
     from medimg.io.convert import convert
@@ -65,7 +64,7 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     folder = pydicom_folder("dicomdirtests")
     print(f"[1/7] scanning {folder} (pydicom's sample DICOM tree)")
     found = scan(folder)
-    print(format_scan_table([s.summary() for s in found]))
+    print(found.table())
 
     print("\n[2/7] loading the enhanced multi-frame CT sample (eCT_Supplemental.dcm)")
     ct = load(pydicom_file("eCT_Supplemental.dcm"))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medimg.errors import MedimgError, NotDicomError, SeriesSelectionError
 from medimg.io.dicom_header import FileHeader, read_header
@@ -36,6 +37,22 @@ class ScanResult:
     def __getitem__(self, i: int) -> Series:
         return self.series[i]
 
+    def table(self) -> str:
+        """The QA table as fixed-width text, one row per series, problems last (what ``medimg scan`` prints)."""
+        head = ("key", "mod", "files", "shape", "spacing mm", "orient", "description")
+        rows = [_cells(s.summary(), "x") for s in self.series]
+        lines = [(*head, "problems")] + [
+            (*c[:6], c[6][:28], "; ".join(f"{p['code']}{'!' if p['blocking'] else ''} ({p['detail']})" for p in c[7])
+             or "ok")
+            for c in rows
+        ]  # fmt: skip
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+        out = [
+            "  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] for line in lines
+        ]
+        out.append("('!' marks a problem that stops loading; see `medimg scan --json` for all fields)")
+        return "\n".join(out)
+
     def _repr_html_(self) -> str:
         """The QA table as HTML, for notebooks (blocking problems in red)."""
         import html
@@ -43,23 +60,21 @@ class ScanResult:
         head = ("series", "modality", "files", "shape", "spacing (mm)", "orientation", "description", "problems")
         rows = []
         for s in self.series:
-            r = s.summary()
-            spacing = "-" if r["spacing"] is None else " x ".join(f"{v:.4g}" for v in r["spacing"])
-            problems = "<br>".join(
+            key, modality, n_files, shape, spacing, orientation, description, problems = _cells(s.summary(), " x ")
+            listed = "<br>".join(
                 f"<span style='color:{'#b00' if p['blocking'] else '#a60'}'>{html.escape(p['code'])}</span>: "
                 f"{html.escape(p['detail'])}"
-                for p in r["problems"]
+                for p in problems
             )
-            key = html.escape(r["key"])
             cells = (
-                f"<span title='{key}'>...{key[-14:]}</span>",
-                html.escape(r["modality"]),
-                str(r["n_files"]),
-                " x ".join(map(str, r["shape"])),
+                f"<span title='{html.escape(key)}'>...{html.escape(key[-14:])}</span>",
+                html.escape(modality),
+                n_files,
+                shape,
                 spacing,
-                html.escape(r["orientation"] or "-"),
-                html.escape(r["description"] or ""),
-                problems or "<span style='color:green'>ok</span>",
+                html.escape(orientation),
+                html.escape(description),
+                listed or "<span style='color:green'>ok</span>",
             )
             rows.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
         header = "".join(f"<th style='text-align:left'>{h}</th>" for h in head)
@@ -75,6 +90,16 @@ class ScanResult:
         if not matches:
             raise SeriesSelectionError(f"no series {key!r} here; series found: {known}")
         raise SeriesSelectionError(f"series UID {key!r} has {len(matches)} parts; pick one of: {known}")
+
+
+def _cells(r: dict[str, Any], sep: str) -> tuple[Any, ...]:
+    """One ``Series.summary()`` as display cells shared by the text and HTML tables (problems left as dicts)."""
+    spacing = "-" if r["spacing"] is None else sep.join(f"{v:.4g}" for v in r["spacing"])
+    shape = sep.join(map(str, r["shape"]))
+    return (
+        r["key"], r["modality"], str(r["n_files"]), shape, spacing, r["orientation"] or "-", r["description"] or "",
+        r["problems"],
+    )  # fmt: skip
 
 
 def iter_files(root: str | os.PathLike[str]) -> Iterator[str]:
@@ -118,13 +143,12 @@ def read_headers(paths: list[str], workers: int | None = None) -> tuple[list[Fil
     headers: list[FileHeader] = []
     skipped: dict[str, str] = {}
 
-    one = _read_one
     n = workers or (os.cpu_count() or 1)
     # fork only from a single-threaded process (forking a process with live threads, e.g. a Jupyter kernel or
     # a DataLoader, can deadlock); elsewhere read sequentially.
     forkable = threading.active_count() == 1 and multiprocessing.get_start_method(allow_none=True) in (None, "fork")
     if n <= 1 or len(paths) < 256 or not forkable:
-        results = [one(p) for p in paths]
+        results = [_read_one(p) for p in paths]
     else:
         # Header parsing is pure Python and holds the GIL (threads made it slower): use forked processes,
         # each parsing a contiguous chunk, so a large folder scales with the cores.
