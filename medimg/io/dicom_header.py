@@ -386,9 +386,9 @@ def read_header(path: str | os.PathLike[str]) -> FileHeader:
 
 def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | None) -> FileHeader:
     image_type = tuple(str(v).upper() for v in _multi(_get(ds, "ImageType")))
-    description = str((_get(ds, "SeriesDescription") or "") or "")
+    description = str(_get(ds, "SeriesDescription") or "")
     localizer = "LOCALIZER" in image_type or bool(_LOCALIZER_WORDS.search(description))
-    modality = str((_get(ds, "Modality") or "") or "OT")
+    modality = str(_get(ds, "Modality") or "OT")
     number_of_frames = int(_get(ds, "NumberOfFrames") or 1)
     rows = int(_get(ds, "Rows") or 0)
     columns = int(_get(ds, "Columns") or 0)
@@ -405,7 +405,7 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
         path=path,
         sop_class=sop_class,
         transfer_syntax=ts,
-        series_uid=str((_get(ds, "SeriesInstanceUID") or "") or ""),
+        series_uid=str(_get(ds, "SeriesInstanceUID") or ""),
         modality=modality,
         description=description,
         series_number=None if series_number in (None, "") else int(series_number),
@@ -417,7 +417,7 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
         bits_stored=int(_get(ds, "BitsStored") or _get(ds, "BitsAllocated") or 0),
         pixel_representation=int(_get(ds, "PixelRepresentation") or 0),
         samples_per_pixel=int(_get(ds, "SamplesPerPixel") or 1),
-        photometric=str((_get(ds, "PhotometricInterpretation") or "") or ""),
+        photometric=str(_get(ds, "PhotometricInterpretation") or ""),
         pixel_data_offset=offset,
         has_modality_lut_sequence=_get(ds, "ModalityLUTSequence") is not None,
         value_unit=unit,
@@ -436,10 +436,11 @@ def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset
     iop = _floats(_get(ds, "ImageOrientationPatient"), 6)
     ipp = _floats(_get(ds, "ImagePositionPatient"), 3)
     spacing = _positive(_floats(_get(ds, "PixelSpacing"), 2)) or _positive(_floats(_get(ds, "ImagerPixelSpacing"), 2))
-    slope = float((_get(ds, "RescaleSlope") or 1) or 1)
-    intercept = float((_get(ds, "RescaleIntercept") or 0) or 0)
-    if modality == "RTDOSE" and _get(ds, "DoseGridScaling"):
-        slope *= float(ds.DoseGridScaling)  # (3004,000E): stored value x scaling = dose in Gy
+    slope = float(_get(ds, "RescaleSlope") or 1)
+    intercept = float(_get(ds, "RescaleIntercept") or 0)
+    dose_scaling = _get(ds, "DoseGridScaling") if modality == "RTDOSE" else None
+    if dose_scaling:
+        slope *= float(dose_scaling)  # (3004,000E): stored value x scaling = dose in Gy
         header.value_unit = str(_get(ds, "DoseUnits") or "GY")
     common: dict[str, Any] = {
         "rows": rows,
@@ -493,7 +494,7 @@ def _enhanced_frame(
         slope = float(transform.RescaleSlope)
         intercept = float(transform.get("RescaleIntercept", 0) or 0)
     elif "RescaleSlope" in ds:
-        slope, intercept = float(ds.RescaleSlope), float((_get(ds, "RescaleIntercept") or 0) or 0)
+        slope, intercept = float(_get(ds, "RescaleSlope")), float(_get(ds, "RescaleIntercept") or 0)
     else:
         slope, intercept = _real_world_hu(group("RealWorldValueMappingSequence"), header.modality)
     return Frame(
