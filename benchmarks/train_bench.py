@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import update_section
+from _report import race, update_section
 
 from medimg.tasks.segmentation import SegmentationTask
 
@@ -108,14 +108,9 @@ def sliding_window(size: int, repeats: int) -> tuple[float, float, float, int]:
         "monai": lambda: sliding_window_inference(x, (96, 96, 96), 4, task.net, overlap=0.25, mode="gaussian"),
         "forwards": lambda: [task.net(w) for w in windows],
     }
-    times: dict[str, list[float]] = {k: [] for k in contenders}
     with torch.no_grad():
-        for _ in range(repeats):  # interleaved, so drifts in machine load hit all three alike
-            for name, fn in contenders.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    ours, monai, forwards = (statistics.median(times[k]) for k in ("ours", "monai", "forwards"))
+        t = race(contenders, repeats)
+    ours, monai, forwards = t["ours"], t["monai"], t["forwards"]
     return ours, monai, forwards, sum(w.shape[0] for w in windows)
 
 
