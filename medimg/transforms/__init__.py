@@ -1,5 +1,5 @@
 """Named MONAI pipelines (deterministic preprocessing, training augmentation) built from small pieces."""
 
-from medimg.transforms.pipelines import Preprocessing, augmentation, load_transform, preprocessing
+from medimg.transforms.pipelines import LoadVolumed, Preprocessing, augmentation, preprocessing
 
-__all__ = ["Preprocessing", "augmentation", "load_transform", "preprocessing"]
+__all__ = ["LoadVolumed", "Preprocessing", "augmentation", "preprocessing"]

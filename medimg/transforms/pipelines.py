@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-__all__ = ["LoadVolumed", "Preprocessing", "augmentation", "load_transform", "preprocessing"]
+__all__ = ["LoadVolumed", "Preprocessing", "augmentation", "preprocessing"]
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,6 @@ class LoadVolumed:
         return d
 
 
-def load_transform(keys: Sequence[str]) -> LoadVolumed:
-    return LoadVolumed(keys)
-
-
 def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *, load: bool = True) -> Any:
     """The deterministic part: load, RAS orientation, resample to ``p.spacing``, intensity, pad to patch size.
 
@@ -94,7 +90,7 @@ def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *,
     keys = list(keys)
     has_label = "label" in keys
     modes = ["bilinear", "nearest"] if has_label else ["bilinear"]
-    steps: list[Any] = [load_transform(keys)] if load else []
+    steps: list[Any] = [LoadVolumed(keys)] if load else []
     steps += [
         T.EnsureTyped(keys=keys, dtype=torch.float32),
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
