@@ -9,7 +9,7 @@ import pytest
 
 from medimg.data.samples import pydicom_file
 from medimg.errors import MedimgError
-from medimg.io import dicom_header
+from medimg.io import dicom_header, dicom_raw
 from medimg.io.dicom_write import write_series
 
 
@@ -21,7 +21,7 @@ def _sample_files() -> list[Path]:
 
 
 def _describe(path: Path, quick: bool, monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.setattr(dicom_header, "QUICK_PARSE", quick)
+    monkeypatch.setattr(dicom_raw, "QUICK_PARSE", quick)
     try:
         h = dicom_header.read_header(path)
     except MedimgError as exc:
@@ -40,11 +40,11 @@ def test_quick_and_pydicom_readers_agree_on_all_samples(monkeypatch):
         slow = _describe(path, False, monkeypatch)
         assert quick == slow, path.name
         with path.open("rb") as fh:
-            used_quick += dicom_header._quick_parse(fh.read(1 << 16)) is not None
+            used_quick += dicom_raw.quick_parse(fh.read(1 << 16)) is not None
     assert used_quick > 20  # the quick path really ran on a good share of them
 
 
 def test_quick_reader_agrees_on_written_series(phantom, tmp_path, monkeypatch):
     for p in write_series(phantom(shape=(8, 8, 3)), tmp_path, modality="CT", rescale=(1.0, -1024.0)):
         assert _describe(p, True, monkeypatch) == _describe(p, False, monkeypatch)
-        assert dicom_header._quick_parse(p.read_bytes()) is not None
+        assert dicom_raw.quick_parse(p.read_bytes()) is not None

@@ -1,4 +1,10 @@
-"""``medimg convert``: every usable series under a folder to NIfTI + a patient-free JSON sidecar."""
+"""``medimg convert``: every usable series under a folder to NIfTI + a patient-free JSON sidecar.
+
+A 4D series (diffusion, fMRI, DCE, cardiac phases) becomes one 4D NIfTI; a diffusion series also gets FSL's
+``.bval``/``.bvec`` beside it, in dcm2niix's convention (see :func:`medimg.io.diffusion.fsl_bvecs`). With
+``split_4d`` each volume is written as its own 3D file (``_vol0000`` ...) instead. Different echoes of one series are
+written as separate files suffixed ``_e1``, ``_e2`` ..., as dcm2niix does.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from medimg.io.atomic import atomic_write_text
 from medimg.io.load import UnevenPolicy, load_series
 from medimg.io.scan import scan
 from medimg.io.series import Series
+from medimg.io.volume import Volume
 
 __all__ = ["ConversionReport", "convert", "sidecar"]
 
@@ -28,6 +35,7 @@ class ConversionReport:
     written: list[Path] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # set aside on purpose (localizers)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # series key -> non-blocking problems, said out loud
 
     @property
     def ok(self) -> bool:
@@ -38,6 +46,9 @@ def _stem(series: Series) -> str:
     desc = re.sub(r"[^A-Za-z0-9]+", "_", series.description).strip("_")[:40] or "series"
     number = series.header.series_number
     part = f"_part{series.part}" if series.part else ""
+    echo = series.frames[0].echo
+    if series.part and echo is not None and any("several_echoes" in p.detail for p in series.problems):
+        part = f"_e{echo}"
     return f"{number if number is not None else 0:03d}_{series.modality}_{desc}{part}"
 
 
@@ -61,6 +72,8 @@ def sidecar(series: Series, meta: dict[str, Any]) -> dict[str, Any]:
     for key in ("gantry_tilt_deg", "resampled"):
         if key in meta:
             out[key] = meta[key]
+    if "volumes" in meta:
+        out["Volumes"] = meta["volumes"]
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -71,11 +84,13 @@ def convert(
     series: str | None = None,
     include_localizers: bool = False,
     uneven: UnevenPolicy = "error",
+    split_4d: bool = False,
 ) -> ConversionReport:
     """Convert the DICOM series under ``source`` to ``out_dir/<number>_<modality>_<description>.nii.gz``.
 
     Each NIfTI gets a ``.json`` sidecar. Files are written atomically: a series that fails leaves nothing
-    behind. Series that cannot be volumes are listed in ``report.refused`` with the reason.
+    behind. Series that cannot be volumes are listed in ``report.refused`` with the reason; non-blocking problems
+    (an assumed spacing, a corrected tilt, a split UID) in ``report.notes`` and in the sidecar's ``Problems``.
     """
     found = scan(source)
     chosen = [found.find(series)] if series else list(found.series)
@@ -95,13 +110,42 @@ def convert(
         while stem in used:
             stem += "_b"
         used.add(stem)
-        target = out / f"{stem}.nii.gz"
-        volume.save(target)
-        atomic_write_text(out / f"{stem}.json", json.dumps(sidecar(s, dict(volume.meta)), indent=2, default=_json))
-        report.written.append(target)
+        notes = [f"{p['code']}: {p['detail']}" for p in volume.meta.get("problems", []) if p["code"] != "4d"]
+        if notes:
+            report.notes[s.key] = notes
+        report.written.extend(_write(volume, s, out, stem, split_4d))
     if not chosen:
         report.refused[str(source)] = "no DICOM series found"
     return report
+
+
+def _write(volume: Volume, series: Series, out: Path, stem: str, split_4d: bool) -> list[Path]:
+    """Write one converted series: NIfTI (+ ``.bval``/``.bvec`` for diffusion) and the JSON sidecar."""
+    meta = dict(volume.meta)
+    if volume.array.ndim == 4 and split_4d:
+        written = []
+        for t in range(volume.array.shape[3]):
+            one = Volume(volume.array[:, :, :, t], volume.affine, {**meta, "volumes": [meta["volumes"][t]]})
+            written.append(one.save(out / f"{stem}_vol{t:04d}.nii.gz"))
+            atomic_write_text(out / f"{stem}_vol{t:04d}.json", _sidecar_text(series, dict(one.meta)))
+        return written
+    target = volume.save(out / f"{stem}.nii.gz")
+    atomic_write_text(out / f"{stem}.json", _sidecar_text(series, meta))
+    entries = meta.get("volumes") or []
+    if entries and all("b_value" in e for e in entries):
+        atomic_write_text(out / f"{stem}.bval", " ".join(f"{e['b_value']:g}" for e in entries) + "\n")
+        rows = [" ".join(_bvec_number(e["gradient"][axis]) for e in entries) for axis in range(3)]
+        atomic_write_text(out / f"{stem}.bvec", "\n".join(rows) + "\n")
+    return [target]
+
+
+def _bvec_number(value: float) -> str:
+    """A .bvec entry as dcm2niix prints it (``0`` for zero, else up to 6 significant digits)."""
+    return "0" if abs(value) < 5e-7 else f"{value:.6g}"
+
+
+def _sidecar_text(series: Series, meta: dict[str, Any]) -> str:
+    return json.dumps(sidecar(series, meta), indent=2, default=_json)
 
 
 def _json(value: Any) -> Any:

@@ -1,59 +1,51 @@
-"""Reading DICOM *headers*: one open per file, no pixel data, everything the series logic needs.
+"""The header model: one open per DICOM file, no pixel data, everything the series logic needs.
 
 A file becomes a :class:`FileHeader` (file-level facts) and one :class:`Frame` per 2D image it holds: one for a
 classic single-frame image, ``NumberOfFrames`` for an enhanced multi-frame object, whose per-frame geometry
 and rescale come from the Per-frame / Shared Functional Groups Sequences (5200,9230) / (5200,9229)
-(PS3.3 C.7.6.16).
+(PS3.3 C.7.6.16), and one per tile of a Siemens mosaic (:mod:`medimg.io.siemens`).
 
-The header read stops before Pixel Data (7FE0,0010) and records where that element starts, so the pixel pass
-can read native (uncompressed) pixels straight from that offset without parsing the header a second time.
+The header read (:func:`medimg.io.dicom_raw.open_dataset`) stops before Pixel Data (7FE0,0010) and records where
+that element starts, so the pixel pass can read native (uncompressed) pixels straight from that offset without
+parsing the header a second time.
+
+Geometry values that are *present but impossible* (a zero, negative or non-finite Pixel Spacing (0028,0030), a
+non-finite Image Position (Patient) (0020,0032), degenerate direction cosines) are not silently dropped: they are
+listed in :attr:`FileHeader.invalid_geometry`, and the series QA refuses them on modalities that have patient
+geometry.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.tag import BaseTag
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 from medimg.errors import DicomReadError, NotDicomError
+from medimg.io.dicom_raw import get_value, open_dataset
+from medimg.io.diffusion import Diffusion, diffusion_from_dataset
+from medimg.io.siemens import (
+    MosaicLayout,
+    csa_image_header,
+    mosaic_layout,
+    mosaic_slice_normal,
+    mosaic_tile_positions,
+)
 
-__all__ = ["DICOMDIR_SOP_CLASS", "FileHeader", "Frame", "decoder_problem", "read_header"]
+__all__ = ["DICOMDIR_SOP_CLASS", "PATIENT_GEOMETRY_MODALITIES", "FileHeader", "Frame", "read_header"]
 
 #: Media Storage Directory Storage: a DICOMDIR index, not an image.
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+DICOMDIR_SOP_CLASS = str(MediaStorageDirectoryStorage)
 
-# Transfer syntaxes whose pixels medimg reads itself, straight from the file (little endian, not encapsulated).
-NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
-
-# Which PyPI package brings a decoder for a transfer syntax pydicom cannot decode on its own.
-_DECODER_PACKAGES = {
-    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",  # JPEG Baseline
-    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",  # JPEG Extended
-    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",  # JPEG Lossless
-    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",  # JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",  # JPEG-LS Near-lossless
-    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",  # JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",  # HTJ2K Lossless
-    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",  # HTJ2K Lossless RPCL
-    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle",  # RLE Lossless
-}
-
-_TAGS: dict[str, BaseTag] = {}
+#: Modalities whose images always have a patient geometry; an impossible geometry value there is refused.
+PATIENT_GEOMETRY_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 
 _LOCALIZER_WORDS = re.compile(r"locali[sz]er|scout|survey|topogram|scanogram|surview|3.?plane", re.IGNORECASE)
 
@@ -87,17 +79,24 @@ SIDECAR_KEYWORDS = (
 
 @dataclass(frozen=True)
 class Frame:
-    """One 2D image: a single-frame file, or one frame of a multi-frame file.
+    """One 2D image: a single-frame file, one frame of a multi-frame file, or one tile of a Siemens mosaic.
 
     ``iop`` is Image Orientation (Patient) (0020,0037): the row direction cosines then the column direction
     cosines, LPS+. ``ipp`` is Image Position (Patient) (0020,0032): the LPS+ mm centre of the first transmitted
-    pixel. ``pixel_spacing`` is Pixel Spacing (0028,0030): (row spacing, column spacing) in mm, i.e. the
-    distance between rows first. ``slope``/``intercept`` are the modality LUT's Rescale Slope (0028,1053) and
-    Rescale Intercept (0028,1052).
+    pixel (for a mosaic tile: of the tile's first pixel, corrected). ``pixel_spacing`` is Pixel Spacing
+    (0028,0030): (row spacing, column spacing) in mm, i.e. the distance between rows first. ``slope``/``intercept``
+    are the modality LUT's Rescale Slope (0028,1053) and Rescale Intercept (0028,1052). ``index`` is the 0-based
+    frame number in a multi-frame file or the tile number in a mosaic (None for a single-frame file).
+
+    What tells the volumes of a 4D series apart: ``acquisition`` (0020,0012) Acquisition Number, ``temporal``
+    (0020,0100) Temporal Position Identifier (enhanced: Temporal Position Index), ``trigger`` (0018,1060) Trigger
+    Time in ms, ``acquisition_time`` (0008,0032) Acquisition Time, ``diffusion`` the b-value and gradient;
+    ``echo`` (0018,0086) Echo Numbers splits a series into one volume per echo; ``instance`` (0020,0013)
+    Instance Number orders volumes in time.
     """
 
     header: FileHeader
-    index: int | None  # 0-based frame number within a multi-frame file; None for a single-frame file
+    index: int | None
     rows: int
     columns: int
     iop: tuple[float, ...] | None
@@ -109,6 +108,10 @@ class Frame:
     echo: str | None = None
     temporal: str | None = None
     stack: str | None = None
+    trigger: str | None = None
+    acquisition_time: str | None = None
+    instance: int | None = None
+    diffusion: Diffusion | None = None
 
     @property
     def path(self) -> str:
@@ -141,6 +144,10 @@ class FileHeader:
     window_presets: list[tuple[float, float]]
     sidecar: dict[str, Any]
     frames: list[Frame] = field(default_factory=list)
+    mosaic: MosaicLayout | None = None  # a Siemens mosaic: frames are its tiles
+    invalid_geometry: list[str] = field(default_factory=list)  # present but impossible values, with their tags
+    rows: int = 0  # (0028,0010) of the stored image (for a mosaic: of the whole tiled image)
+    columns: int = 0  # (0028,0011)
 
     @property
     def is_dicomdir(self) -> bool:
@@ -151,38 +158,55 @@ class FileHeader:
         return UID(self.transfer_syntax).name if self.transfer_syntax else "unknown"
 
 
-def decoder_problem(transfer_syntax: str) -> str | None:
-    """``None`` if pydicom can decode pixel data of this Transfer Syntax (0002,0010), else what to install."""
-    if not transfer_syntax or transfer_syntax in NATIVE_LE:
-        return None
-    from pydicom.pixels.decoders.base import get_decoder
-
-    uid = UID(transfer_syntax)
-    try:
-        decoder = get_decoder(uid)
-    except NotImplementedError:
-        return f"no pixel-data decoder exists in pydicom for transfer syntax {uid.name} ({uid})"
-    if decoder.is_available:
-        return None
-    package = _DECODER_PACKAGES.get(str(uid), "python-gdcm")
-    return f"no decoder installed for transfer syntax {uid.name} ({uid}); install '{package}' (pip install {package})"
-
-
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
         seq = [float(v) for v in (value if isinstance(value, (list, tuple, Sequence)) else [value])]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if len(seq) != n or not all(np.isfinite(seq)):
         return None
     return tuple(seq)
 
 
-def _positive(values: tuple[float, ...] | None) -> tuple[float, ...] | None:
-    """``values`` if every entry is > 0, else None (some exports write Pixel Spacing "0\\0")."""
-    return values if values is not None and all(v > 0 for v in values) else None
+def _raw_floats(value: Any) -> list[float] | None:
+    """Every value of a numeric attribute as floats (non-finite kept), or None when unreadable."""
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in (value if isinstance(value, (list, tuple, Sequence)) else [value])]
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _checked(value: Any, n: int, what: str, issues: list[str], *, positive: bool = False) -> tuple[float, ...] | None:
+    """``n`` finite floats (all > 0 if ``positive``), or None; a present but impossible value is added to ``issues``.
+
+    ``what`` names the attribute with its tag, e.g. ``"Pixel Spacing (0028,0030)"``.
+    """
+    if value is None:
+        return None
+    raw = _raw_floats(value)
+    ok = raw is not None and len(raw) == n and all(math.isfinite(v) for v in raw)
+    if ok and positive:
+        ok = all(v > 0 for v in raw)  # type: ignore[union-attr]
+    if not ok:
+        issues.append(f"{what} = {raw if raw is not None else value!r}")
+        return None
+    return tuple(raw)  # type: ignore[arg-type]
+
+
+def _orientation(value: Any, issues: list[str], what: str = "Image Orientation (Patient) (0020,0037)") -> Any:
+    """Six direction cosines whose two vectors have unit length and are perpendicular, else None (+ an issue)."""
+    iop = _checked(value, 6, what, issues)
+    if iop is None:
+        return None
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
+        issues.append(f"{what} = {list(iop)} (not two perpendicular unit vectors)")
+        return None
+    return iop
 
 
 def _first(seq_holder: Dataset | None, seq_kw: str) -> Dataset | None:
@@ -193,71 +217,6 @@ def _first(seq_holder: Dataset | None, seq_kw: str) -> Dataset | None:
         item: Dataset = seq[0]
         return item
     return None
-
-
-def _get(ds: Dataset, keyword: str) -> Any:
-    """The value of a top-level attribute by keyword, or None when absent or empty.
-
-    Looks the tag up in the dataset's element dict directly (``Dataset.get(keyword)`` goes through
-    ``__getattr__``, ~15 us per *absent* keyword) and decodes plain ASCII strings, numbers in text (DS, IS) and
-    little-endian binary numbers (US, UL, SS, SL, FL, FD) from the raw bytes itself, which is several times
-    cheaper than pydicom's general conversion; sequences, non-ASCII text and everything else go through pydicom.
-    This is what makes a folder scan a header read, not a header parse.
-    """
-    tag = _TAGS.get(keyword)
-    if tag is None:
-        tag = _TAGS[keyword] = BaseTag(tag_for_keyword(keyword) or 0)
-    elem = ds._dict.get(tag)
-    if elem is None:
-        return None
-    if isinstance(elem, RawDataElement):
-        fast = _decode_raw(elem, tag)
-        if fast is not _SLOW:
-            return fast
-    value = ds[tag].value
-    return None if value is None or value == "" else value
-
-
-_SLOW = object()
-_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UI"})
-_BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
-_VR_CACHE: dict[int, str] = {}
-
-
-def _decode_raw(elem: RawDataElement, tag: int) -> Any:
-    vr = elem.VR
-    if vr is None:
-        vr = _VR_CACHE.get(tag)
-        if vr is None:
-            try:
-                vr = _VR_CACHE[tag] = str(dictionary_VR(tag))
-            except KeyError:
-                return _SLOW
-    raw = elem.value
-    if raw is None or len(raw) == 0:
-        return None
-    if vr in _TEXT_VRS:
-        if max(raw) >= 0x80:
-            return _SLOW  # non-ASCII: let pydicom apply Specific Character Set (0008,0005)
-        parts = [p.strip(" \x00") for p in raw.decode("ascii").split("\\")]
-        try:
-            if vr == "DS":
-                values: list[Any] = [float(p) for p in parts if p]
-            elif vr == "IS":
-                values = [int(float(p)) for p in parts if p]
-            else:
-                values = parts
-        except ValueError:
-            return _SLOW
-        if not values or values == [""]:
-            return None
-        return values[0] if len(values) == 1 else values
-    fmt = _BINARY_VRS.get(vr)
-    if fmt is not None and elem.is_little_endian:
-        n = len(raw) // struct.calcsize(fmt)
-        numbers = struct.unpack(f"<{n}{fmt}", raw[: n * struct.calcsize(fmt)])
-        return numbers[0] if n == 1 else list(numbers)
-    return _SLOW
 
 
 def _multi(value: Any) -> list[Any]:
@@ -273,86 +232,27 @@ def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-#: Read the common case (Part 10, Explicit VR Little Endian, defined lengths) with :func:`_quick_parse`.
-QUICK_PARSE = True
-_QUICK_BYTES = 1 << 16
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-
-
-def _quick_parse(data: bytes) -> tuple[Dataset, int | None] | None:
-    """Split the first bytes of a Part 10 file into raw top-level elements, up to Pixel Data (7FE0,0010).
-
-    Hand-written because pydicom's reader spends most of a folder scan building element objects we never
-    look at; this only cuts the byte stream into (tag, VR, value) records -- pydicom still converts every value
-    that is read. Anything unusual returns None and the caller uses pydicom: another transfer syntax than
-    Explicit VR Little Endian, an undefined length (sequence or encapsulated data), a header longer than the
-    bytes given, or no Pixel Data element. ``tests/test_io_quick_parse.py`` checks that both readers agree on
-    every sample file.
-    """
-    if len(data) < 144 or data[128:132] != b"DICM":
-        return None
-    meta, pos = Dataset(), 132
-    ds = Dataset()
-    target = meta
-    unpack = struct.unpack_from
-    end = len(data)
-    while pos + 8 <= end:
-        group, element = unpack("<HH", data, pos)
-        tag = (group << 16) | element
-        if group != 2 and target is meta:
-            if str(meta.get("TransferSyntaxUID", "")) != _EXPLICIT_LE:
-                return None
-            target = ds
-        if tag == 0x7FE00010:
-            ds.file_meta = meta  # type: ignore[assignment]
-            return ds, pos
-        vr = data[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            if pos + 12 > end:
-                return None
-            (length,) = unpack("<I", data, pos + 8)
-            header = 12
-        else:
-            (length,) = unpack("<H", data, pos + 6)
-            header = 8
-        if length == 0xFFFFFFFF or pos + header + length > end or not vr.isalpha():
-            return None
-        start = pos + header
-        target._dict[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag), vr.decode("ascii"), length, data[start : start + length], start, False, True
-        )
-        pos = start + length
-    return None
-
-
-def _open(path: str) -> tuple[Dataset, int | None]:
-    """Parse the header of ``path``; return it and the offset of Pixel Data (if the parse reached it)."""
+def _int(value: Any, what: str, path: str, default: int = 0) -> int:
+    """An integer attribute, or DicomReadError naming it when the value is not an integer."""
+    if value in (None, ""):
+        return default
     try:
-        with open(path, "rb") as fh:
-            quick = _quick_parse(fh.read(_QUICK_BYTES)) if QUICK_PARSE else None
-            if quick is not None:
-                return quick
-            fh.seek(0)
-            try:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True)
-            except InvalidDicomError:
-                # No 128-byte preamble + "DICM": accept only a raw data set that starts with a group 0x0008
-                # element (little endian), as old modalities write; anything else is not DICOM.
-                fh.seek(0)
-                head = fh.read(4)
-                if len(head) < 4 or head[:2] not in (b"\x08\x00", b"\x00\x08"):
-                    raise NotDicomError("not a DICOM file (no 'DICM' marker, no DICOM data set)", path) from None
-                fh.seek(0)
-                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-            pos = fh.tell()
-            tag = fh.read(4)
-            offset = pos if tag == b"\xe0\x7f\x10\x00" else None
-    except (NotDicomError, FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as exc:  # pydicom raises a zoo of types (EOFError, struct.error, ValueError, ...)
-        raise DicomReadError(f"cannot parse DICOM header ({type(exc).__name__}: {exc}); truncated?", path) from exc
-    return ds, offset
+        return int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DicomReadError(f"{what} is not an integer ({value!r})", path) from exc
+
+
+def _rescale(value: Any, what: str, path: str, default: float) -> float:
+    """A finite Rescale Slope / Intercept (or the default when absent); refuse NaN or infinity."""
+    if value in (None, ""):
+        return default
+    try:
+        out = float(value[0] if isinstance(value, (list, tuple)) else value)
+    except (TypeError, ValueError, OverflowError, IndexError) as exc:
+        raise DicomReadError(f"{what} is not a number ({value!r})", path) from exc
+    if not math.isfinite(out):
+        raise DicomReadError(f"{what} is {out}: the modality LUT is undefined; the file is damaged", path)
+    return out
 
 
 def read_header(path: str | os.PathLike[str]) -> FileHeader:
@@ -368,155 +268,253 @@ def read_header(path: str | os.PathLike[str]) -> FileHeader:
         raise DicomReadError(f"cannot open ({exc.strerror})", path) from exc
     if size == 0:
         raise NotDicomError("empty file (0 bytes)", path)
-    ds, offset = _open(path)
-    meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if not ts:
-        ts = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
-    sop_class = str(_get(ds, "SOPClassUID") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-    if offset is None and "Rows" not in ds and "Image Storage" in UID(sop_class).name:
-        raise DicomReadError(
-            f"an image object ({UID(sop_class).name}) that ends before its Pixel Data (7FE0,0010): truncated", path
-        )
+    ds, offset = open_dataset(path)
     try:
-        return _header_from_dataset(path, ds, ts, sop_class, offset)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        ts = _transfer_syntax(ds)
+        sop_class = str(get_value(ds, "SOPClassUID") or _file_meta(ds).get("MediaStorageSOPClassUID", ""))
+        if offset is None and "Rows" not in ds and "Image Storage" in UID(sop_class).name:
+            raise DicomReadError(
+                f"an image object ({UID(sop_class).name}) that ends before its Pixel Data (7FE0,0010): truncated", path
+            )
+        header = _file_header(path, ds, ts, sop_class, offset)
+        if header.has_pixels:
+            header.frames = _frames(header, ds)
+        return header
+    except DicomReadError:
+        raise
+    except Exception as exc:  # a damaged element pydicom cannot convert (unknown VR, bad decimal string, ...)
         raise DicomReadError(f"malformed DICOM attribute ({type(exc).__name__}: {exc})", path) from exc
 
 
-def _header_from_dataset(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | None) -> FileHeader:
-    image_type = tuple(str(v).upper() for v in _multi(_get(ds, "ImageType")))
-    description = str(_get(ds, "SeriesDescription") or "")
-    localizer = "LOCALIZER" in image_type or bool(_LOCALIZER_WORDS.search(description))
-    modality = str(_get(ds, "Modality") or "OT")
-    number_of_frames = int(_get(ds, "NumberOfFrames") or 1)
-    rows = int(_get(ds, "Rows") or 0)
-    columns = int(_get(ds, "Columns") or 0)
-    series_number = _get(ds, "SeriesNumber")
-    windows = _window_presets(ds)
-    unit = _value_unit(ds, modality)
-    sidecar: dict[str, Any] = {}
-    for kw in SIDECAR_KEYWORDS:
-        value = _get(ds, kw)
-        if value is None:
-            continue
-        sidecar[kw] = _jsonable(value)
-    header = FileHeader(
+def _file_meta(ds: Dataset) -> Dataset:
+    meta = getattr(ds, "file_meta", None)
+    return meta if meta is not None else Dataset()
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    """Transfer Syntax UID (0002,0010), or the one the data set was read with when the file meta has none."""
+    ts = str(_file_meta(ds).get("TransferSyntaxUID", ""))
+    if ts:
+        return ts
+    return str(ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian)
+
+
+def _file_header(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | None) -> FileHeader:
+    """The file-level facts (no frames yet)."""
+    image_type = tuple(str(v).upper() for v in _multi(get_value(ds, "ImageType")))
+    description = str(get_value(ds, "SeriesDescription") or "")
+    modality = str(get_value(ds, "Modality") or "OT")
+    rows = _int(get_value(ds, "Rows"), "Rows (0028,0010)", path)
+    columns = _int(get_value(ds, "Columns"), "Columns (0028,0011)", path)
+    series_number = get_value(ds, "SeriesNumber")
+    bits_allocated = _int(get_value(ds, "BitsAllocated"), "Bits Allocated (0028,0100)", path)
+    return FileHeader(
         path=path,
         sop_class=sop_class,
         transfer_syntax=ts,
-        series_uid=str(_get(ds, "SeriesInstanceUID") or ""),
+        series_uid=str(get_value(ds, "SeriesInstanceUID") or ""),
         modality=modality,
         description=description,
-        series_number=None if series_number in (None, "") else int(series_number),
+        series_number=None if series_number in (None, "") else _int(series_number, "Series Number (0020,0011)", path),
         image_type=image_type,
-        localizer=localizer,
-        number_of_frames=number_of_frames,
+        localizer="LOCALIZER" in image_type or bool(_LOCALIZER_WORDS.search(description)),
+        number_of_frames=max(1, _int(get_value(ds, "NumberOfFrames"), "Number of Frames (0028,0008)", path, 1)),
         has_pixels=rows > 0 and columns > 0,
-        bits_allocated=int(_get(ds, "BitsAllocated") or 0),
-        bits_stored=int(_get(ds, "BitsStored") or _get(ds, "BitsAllocated") or 0),
-        pixel_representation=int(_get(ds, "PixelRepresentation") or 0),
-        samples_per_pixel=int(_get(ds, "SamplesPerPixel") or 1),
-        photometric=str(_get(ds, "PhotometricInterpretation") or ""),
+        bits_allocated=bits_allocated,
+        bits_stored=_int(get_value(ds, "BitsStored"), "Bits Stored (0028,0101)", path, bits_allocated),
+        pixel_representation=_int(get_value(ds, "PixelRepresentation"), "Pixel Representation (0028,0103)", path),
+        samples_per_pixel=_int(get_value(ds, "SamplesPerPixel"), "Samples per Pixel (0028,0002)", path, 1),
+        photometric=str(get_value(ds, "PhotometricInterpretation") or ""),
         pixel_data_offset=offset,
-        has_modality_lut_sequence=_get(ds, "ModalityLUTSequence") is not None,
-        value_unit=unit,
-        window_presets=windows,
-        sidecar=sidecar,
+        has_modality_lut_sequence=get_value(ds, "ModalityLUTSequence") is not None,
+        value_unit=_value_unit(ds, modality),
+        window_presets=_window_presets(ds),
+        sidecar=_sidecar(ds),
+        rows=rows,
+        columns=columns,
     )
-    if not header.has_pixels:
-        return header
-    shared = _first(ds, "SharedFunctionalGroupsSequence")
-    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
+
+
+def _sidecar(ds: Dataset) -> dict[str, Any]:
+    sidecar: dict[str, Any] = {}
+    for kw in SIDECAR_KEYWORDS:
+        value = get_value(ds, kw)
+        if value is not None:
+            sidecar[kw] = _jsonable(value)
+    return sidecar
+
+
+def _frames(header: FileHeader, ds: Dataset) -> list[Frame]:
+    """One :class:`Frame` per 2D image in the file: enhanced multi-frame, mosaic tiles, grid-offset frames or one."""
+    per_frame = get_value(ds, "PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) > 0:
-        header.frames = [
-            _enhanced_frame(header, i, rows, columns, per_frame[i], shared, ds) for i in range(len(per_frame))
-        ]
-        return header
-    iop = _floats(_get(ds, "ImageOrientationPatient"), 6)
-    ipp = _floats(_get(ds, "ImagePositionPatient"), 3)
-    spacing = _positive(_floats(_get(ds, "PixelSpacing"), 2)) or _positive(_floats(_get(ds, "ImagerPixelSpacing"), 2))
-    slope = float(_get(ds, "RescaleSlope") or 1)
-    intercept = float(_get(ds, "RescaleIntercept") or 0)
-    dose_scaling = _get(ds, "DoseGridScaling") if modality == "RTDOSE" else None
-    if dose_scaling:
-        slope *= float(dose_scaling)  # (3004,000E): stored value x scaling = dose in Gy
-        header.value_unit = str(_get(ds, "DoseUnits") or "GY")
-    common: dict[str, Any] = {
-        "rows": rows,
-        "columns": columns,
-        "iop": iop,
-        "pixel_spacing": spacing,  # type: ignore[dict-item]
-        "slope": slope,
-        "intercept": intercept,
-        "acquisition": _str(_get(ds, "AcquisitionNumber")),
-        "echo": _str(_get(ds, "EchoNumbers")),
-        "temporal": _str(_get(ds, "TemporalPositionIdentifier")),
-    }
-    offsets = _floats_list(_get(ds, "GridFrameOffsetVector"))
-    if number_of_frames > 1 and iop is not None and ipp is not None and offsets is not None:
+        shared = _first(ds, "SharedFunctionalGroupsSequence")
+        return [_enhanced_frame(header, i, per_frame[i], shared, ds) for i in range(len(per_frame))]
+    common, csa = _classic_fields(header, ds)
+    iop, ipp = (
+        common["iop"],
+        _checked(
+            get_value(ds, "ImagePositionPatient"), 3, "Image Position (Patient) (0020,0032)", header.invalid_geometry
+        ),
+    )
+    if "MOSAIC" in header.image_type and header.number_of_frames == 1:
+        return _mosaic_frames(header, ds, common, ipp, csa)
+    offsets = _floats_list(get_value(ds, "GridFrameOffsetVector"))
+    n = header.number_of_frames
+    if n > 1 and iop is not None and ipp is not None and offsets is not None:
         # RT Dose and friends: frames are parallel planes at IPP + offset * normal (PS3.3 C.8.8.3.2).
         normal = np.cross(iop[:3], iop[3:])
-        header.frames = [
-            Frame(header=header, index=i, ipp=tuple(np.add(ipp, offsets[i] * normal).tolist()), **common)  # type: ignore[arg-type]
-            for i in range(min(number_of_frames, len(offsets)))
+        return [
+            Frame(header=header, index=i, ipp=tuple(np.add(ipp, offsets[i] * normal).tolist()), **common)
+            for i in range(min(n, len(offsets)))
         ]
-    elif number_of_frames > 1:
-        header.frames = [Frame(header=header, index=i, ipp=None, **common) for i in range(number_of_frames)]
-    else:
-        header.frames = [Frame(header=header, index=None, ipp=ipp, **common)]  # type: ignore[arg-type]
-    return header
+    if n > 1:
+        return [Frame(header=header, index=i, ipp=None, **common) for i in range(n)]
+    return [Frame(header=header, index=None, ipp=ipp, **common)]  # type: ignore[arg-type]
+
+
+def _classic_fields(header: FileHeader, ds: Dataset) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The Frame fields a classic (not enhanced) image shares between all its frames, and its Siemens CSA image
+    header (parsed only for mosaics and diffusion images, where it is needed)."""
+    issues = header.invalid_geometry
+    spacing = _checked(get_value(ds, "PixelSpacing"), 2, "Pixel Spacing (0028,0030)", issues, positive=True)
+    if spacing is None and get_value(ds, "PixelSpacing") is None:
+        spacing = _checked(
+            get_value(ds, "ImagerPixelSpacing"), 2, "Imager Pixel Spacing (0018,1164)", issues, positive=True
+        )
+    slope = _rescale(get_value(ds, "RescaleSlope"), "Rescale Slope (0028,1053)", header.path, 1.0)
+    intercept = _rescale(get_value(ds, "RescaleIntercept"), "Rescale Intercept (0028,1052)", header.path, 0.0)
+    if header.modality == "RTDOSE":
+        scaling = get_value(ds, "DoseGridScaling")
+        if scaling:
+            # (3004,000E): stored value x scaling = dose in Gy
+            slope *= _rescale(scaling, "Dose Grid Scaling (3004,000E)", header.path, 1.0)
+            header.value_unit = str(get_value(ds, "DoseUnits") or "GY")
+    csa = None
+    siemens = "SIEMENS" in str(get_value(ds, "Manufacturer") or "").upper()
+    if "MOSAIC" in header.image_type or (siemens and "DIFFUSION" in header.image_type):
+        csa = csa_image_header(ds, header.path)
+    fields = {
+        "rows": header.rows,
+        "columns": header.columns,
+        "iop": _orientation(get_value(ds, "ImageOrientationPatient"), issues),
+        "pixel_spacing": spacing,
+        "slope": slope,
+        "intercept": intercept,
+        "acquisition": _str(get_value(ds, "AcquisitionNumber")),
+        "echo": _str(get_value(ds, "EchoNumbers")),
+        "temporal": _str(get_value(ds, "TemporalPositionIdentifier")),
+        "trigger": _str(get_value(ds, "TriggerTime")),
+        "acquisition_time": _str(get_value(ds, "AcquisitionTime")),
+        "instance": _int(get_value(ds, "InstanceNumber"), "Instance Number (0020,0013)", header.path) or None,
+        "diffusion": diffusion_from_dataset(ds, csa) if header.modality == "MR" else None,
+    }
+    return fields, csa
+
+
+def _mosaic_frames(
+    header: FileHeader,
+    ds: Dataset,
+    common: dict[str, Any],
+    ipp: tuple[float, ...] | None,
+    csa: dict[str, Any] | None,
+) -> list[Frame]:
+    """The tiles of a Siemens mosaic as frames, each with its true position (see :mod:`medimg.io.siemens`)."""
+    layout = mosaic_layout(ds, csa, header.rows, header.columns, header.path)
+    header.mosaic = layout
+    iop, spacing = common["iop"], common["pixel_spacing"]
+    common.update(rows=layout.tile_rows, columns=layout.tile_columns)
+    if iop is None or ipp is None or spacing is None:
+        return [Frame(header=header, index=k, ipp=None, **common) for k in range(layout.n_tiles)]
+    step = _positive_number(get_value(ds, "SpacingBetweenSlices")) or _positive_number(get_value(ds, "SliceThickness"))
+    if step is None:
+        raise DicomReadError(
+            "Siemens mosaic without Spacing Between Slices (0018,0088) or Slice Thickness (0018,0050): the "
+            "distance between its tiles is unknown, refused",
+            header.path,
+        )
+    normal = mosaic_slice_normal(iop, csa, header.path)
+    positions = mosaic_tile_positions(ipp, iop, spacing, layout, normal, step)  # type: ignore[arg-type]
+    return [
+        Frame(header=header, index=k, ipp=(float(p[0]), float(p[1]), float(p[2])), **common)
+        for k, p in enumerate(positions)
+    ]
+
+
+def _positive_number(value: Any) -> float | None:
+    raw = _raw_floats(value)
+    if not raw or not math.isfinite(raw[0]) or raw[0] <= 0:
+        return None
+    return raw[0]
 
 
 def _floats_list(value: Any) -> list[float] | None:
     if value is None:
         return None
     try:
-        return [float(v) for v in value]
-    except (TypeError, ValueError):
+        out = [float(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
         return None
+    return out if all(math.isfinite(v) for v in out) else None
 
 
-def _enhanced_frame(
-    header: FileHeader, i: int, rows: int, columns: int, fg: Dataset, shared: Dataset | None, ds: Dataset
-) -> Frame:
+def _enhanced_frame(header: FileHeader, i: int, fg: Dataset, shared: Dataset | None, ds: Dataset) -> Frame:
     """One frame of an enhanced multi-frame object: per-frame functional groups override shared ones."""
 
     def group(kw: str) -> Dataset | None:
         return _first(fg, kw) or _first(shared, kw)
 
+    issues = header.invalid_geometry
     orient = group("PlaneOrientationSequence")
     position = group("PlanePositionSequence")
     measures = group("PixelMeasuresSequence")
     transform = group("PixelValueTransformationSequence")
     content = _first(fg, "FrameContentSequence")
     if transform is not None and "RescaleSlope" in transform:
-        slope = float(transform.RescaleSlope)
-        intercept = float(transform.get("RescaleIntercept", 0) or 0)
+        slope = _rescale(transform.RescaleSlope, "Rescale Slope (0028,1053)", header.path, 1.0)
+        intercept = _rescale(transform.get("RescaleIntercept"), "Rescale Intercept (0028,1052)", header.path, 0.0)
     elif "RescaleSlope" in ds:
-        slope, intercept = float(_get(ds, "RescaleSlope")), float(_get(ds, "RescaleIntercept") or 0)
+        slope = _rescale(get_value(ds, "RescaleSlope"), "Rescale Slope (0028,1053)", header.path, 1.0)
+        intercept = _rescale(get_value(ds, "RescaleIntercept"), "Rescale Intercept (0028,1052)", header.path, 0.0)
     else:
         slope, intercept = _real_world_hu(group("RealWorldValueMappingSequence"), header.modality)
+    cardiac = _first(fg, "CardiacSynchronizationSequence")
     return Frame(
         header=header,
         index=i,
-        rows=rows,
-        columns=columns,
-        iop=_floats(orient.get("ImageOrientationPatient") if orient else None, 6),
-        ipp=_floats(position.get("ImagePositionPatient") if position else None, 3),  # type: ignore[arg-type]
-        pixel_spacing=_positive(_floats(measures.get("PixelSpacing") if measures else None, 2)),  # type: ignore[arg-type]
+        rows=header.rows,
+        columns=header.columns,
+        iop=_orientation(orient.get("ImageOrientationPatient") if orient else None, issues),
+        ipp=_checked(  # type: ignore[arg-type]
+            position.get("ImagePositionPatient") if position else None,
+            3,
+            "Image Position (Patient) (0020,0032)",
+            issues,
+        ),
+        pixel_spacing=_checked(  # type: ignore[arg-type]
+            measures.get("PixelSpacing") if measures else None, 2, "Pixel Spacing (0028,0030)", issues, positive=True
+        ),
         slope=slope,
         intercept=intercept,
         acquisition=_str(content.get("FrameAcquisitionNumber")) if content else None,
         temporal=_str(content.get("TemporalPositionIndex")) if content else None,
         stack=_str(content.get("StackID")) if content else None,
+        trigger=_str(cardiac.get("NominalCardiacTriggerDelayTime")) if cardiac else None,
+        acquisition_time=_str(content.get("FrameAcquisitionDateTime")) if content else None,
+        diffusion=_frame_diffusion(ds, fg, shared) if header.modality == "MR" else None,
     )
+
+
+def _frame_diffusion(ds: Dataset, fg: Dataset, shared: Dataset | None) -> Diffusion | None:
+    """The MR Diffusion Sequence (0018,9117) of one enhanced frame (per-frame, else shared)."""
+    holder = fg if "MRDiffusionSequence" in fg else shared
+    return diffusion_from_dataset(ds, None, holder)
 
 
 def _value_unit(ds: Dataset, modality: str) -> str:
     """What the modality LUT output means: Rescale Type (0028,1054) when given (top level or in the shared
     Pixel Value Transformation functional group), else HU for CT (PS3.3 C.11.1.1.2) and stored values otherwise."""
-    rescale_type = _get(ds, "RescaleType")
+    rescale_type = get_value(ds, "RescaleType")
     if rescale_type is None:
         shared = _first(ds, "SharedFunctionalGroupsSequence")
         pvt = _first(shared, "PixelValueTransformationSequence")
@@ -539,7 +537,7 @@ def _real_world_hu(rwv: Dataset | None, modality: str) -> tuple[float, float]:
 
 def _window_presets(ds: Dataset) -> list[tuple[float, float]]:
     """Window Center (0028,1050) / Window Width (0028,1051) pairs, possibly multi-valued."""
-    centers, widths = _get(ds, "WindowCenter"), _get(ds, "WindowWidth")
+    centers, widths = get_value(ds, "WindowCenter"), get_value(ds, "WindowWidth")
     if centers is None or widths is None:
         return []
     c = _floats_list(

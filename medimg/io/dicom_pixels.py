@@ -14,11 +14,49 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydicom import uid
 
-from medimg.errors import DicomReadError, NoPixelDataError, UnsupportedTransferSyntaxError
-from medimg.io.dicom_header import NATIVE_LE, FileHeader, Frame, decoder_problem
+from medimg.errors import DicomReadError, MedimgError, NoPixelDataError, UnsupportedTransferSyntaxError
+from medimg.io.dicom_header import FileHeader, Frame
+from medimg.io.siemens import unpack_mosaic
 
-__all__ = ["output_dtype", "read_frames"]
+__all__ = ["NATIVE_LE", "decoder_problem", "output_dtype", "read_frames"]
+
+#: Transfer syntaxes whose pixels medimg reads itself, straight from the file (little endian, not encapsulated).
+NATIVE_LE = frozenset({str(uid.ImplicitVRLittleEndian), str(uid.ExplicitVRLittleEndian)})
+
+#: Which PyPI package brings a decoder for a transfer syntax pydicom cannot decode on its own.
+_DECODER_PACKAGES = {
+    uid.JPEGBaseline8Bit: "pylibjpeg-libjpeg",
+    uid.JPEGExtended12Bit: "pylibjpeg-libjpeg",
+    uid.JPEGLossless: "pylibjpeg-libjpeg",
+    uid.JPEGLosslessSV1: "pylibjpeg-libjpeg",
+    uid.JPEGLSLossless: "pylibjpeg-libjpeg",
+    uid.JPEGLSNearLossless: "pylibjpeg-libjpeg",
+    uid.JPEG2000Lossless: "pylibjpeg-openjpeg",
+    uid.JPEG2000: "pylibjpeg-openjpeg",
+    uid.HTJ2KLossless: "pylibjpeg-openjpeg",
+    uid.HTJ2KLosslessRPCL: "pylibjpeg-openjpeg",
+    uid.HTJ2K: "pylibjpeg-openjpeg",
+    uid.RLELossless: "pylibjpeg-rle",
+}
+
+
+def decoder_problem(transfer_syntax: str) -> str | None:
+    """``None`` if pydicom can decode pixel data of this Transfer Syntax (0002,0010), else what to install."""
+    if not transfer_syntax or transfer_syntax in NATIVE_LE:
+        return None
+    from pydicom.pixels.decoders.base import get_decoder
+
+    ts = uid.UID(transfer_syntax)
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return f"no pixel-data decoder exists in pydicom for transfer syntax {ts.name} ({ts})"
+    if decoder.is_available:
+        return None
+    package = _DECODER_PACKAGES.get(ts, "python-gdcm")
+    return f"no decoder installed for transfer syntax {ts.name} ({ts}); install '{package}' (pip install {package})"
 
 
 def _stored_range(h: FileHeader) -> tuple[int, int]:
@@ -75,7 +113,7 @@ def _read_native(h: FileHeader, rows: int, columns: int) -> npt.NDArray[Any]:
         fh.seek(h.pixel_data_offset)
         tag = fh.read(8)
         # explicit VR: tag(4) VR(2) reserved(2) length(4); implicit VR: tag(4) length(4)
-        if h.transfer_syntax == "1.2.840.10008.1.2.1":
+        if h.transfer_syntax == uid.ExplicitVRLittleEndian:
             length = int.from_bytes(fh.read(4), "little")
         else:
             length = int.from_bytes(tag[4:8], "little")
@@ -96,6 +134,26 @@ def _read_native(h: FileHeader, rows: int, columns: int) -> npt.NDArray[Any]:
     return data.reshape(rows, columns)
 
 
+#: Refuse to allocate more than this for one series: a damaged header that declares absurd dimensions must give an
+#: error, not exhaust the machine's memory.
+MAX_SERIES_BYTES = 1 << 34
+
+
+def _check_size(shape: tuple[int, ...], dtype: np.dtype[Any], path: str) -> None:
+    nbytes = float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if nbytes > MAX_SERIES_BYTES:
+        raise DicomReadError(
+            f"the headers declare {' x '.join(map(str, shape))} voxels ({nbytes / 2**30:.0f} GiB): absurd dimensions, "
+            "the file is damaged",
+            path,
+        )
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Exceptions that must stop the program rather than become a file error."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
 def _decode_file(h: FileHeader) -> npt.NDArray[Any]:
     """Decode every frame of a file with pydicom: shape (frames, rows, columns[, samples])."""
     problem = decoder_problem(h.transfer_syntax)
@@ -110,7 +168,11 @@ def _decode_file(h: FileHeader) -> npt.NDArray[Any]:
         arr = ds.pixel_array
     except (DicomReadError, NoPixelDataError):
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        # BaseException, not Exception: the Rust-backed decoders raise pyo3's PanicException on some damaged
+        # streams, and it derives from BaseException.
+        if _is_fatal(exc):
+            raise
         raise DicomReadError(
             f"cannot decode pixel data ({h.transfer_syntax_name}): {type(exc).__name__}: {exc}", h.path
         ) from exc
@@ -145,6 +207,7 @@ def read_frames(frames: list[Frame], workers: int | None = None) -> npt.NDArray[
     rows, columns, samples = first.rows, first.columns, first.header.samples_per_pixel
     out_dtype = output_dtype(frames)
     shape = (len(frames), rows, columns) + ((samples,) if samples > 1 else ())
+    _check_size(shape, out_dtype, first.path)
     out = np.empty(shape, dtype=out_dtype)
 
     # decode each multi-frame file once, however many of its frames we need
@@ -153,8 +216,24 @@ def read_frames(frames: list[Frame], workers: int | None = None) -> npt.NDArray[
         by_file[f.path].append((k, f))
 
     def one(path: str) -> None:
+        try:
+            read_file(path)
+        except MedimgError:
+            raise
+        except BaseException as exc:  # see _decode_file: nothing foreign leaves the reader
+            if _is_fatal(exc):
+                raise
+            raise DicomReadError(f"cannot read pixel data ({type(exc).__name__}: {exc})", path) from exc
+
+    def read_file(path: str) -> None:
         items = by_file[path]
         h = items[0][1].header
+        if h.mosaic is not None:
+            image = _read_native(h, h.rows, h.columns) if _native_ok(h) else _decode_file(h)[0]
+            tiles = unpack_mosaic(image, h.mosaic)
+            for k, f in items:
+                out[k] = _modality_lut(tiles[f.index or 0], f, out_dtype)
+            return
         if _native_ok(h):
             k, f = items[0]
             out[k] = _modality_lut(_read_native(h, rows, columns), f, out_dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,9 @@ from medimg.errors import (
     SeriesSelectionError,
     UnsupportedTransferSyntaxError,
 )
+from medimg.io.dicom_header import Frame
 from medimg.io.dicom_pixels import read_frames
+from medimg.io.diffusion import fsl_bvecs
 from medimg.io.orientation import lps_to_ras_affine
 from medimg.io.scan import ScanResult, scan
 from medimg.io.series import Series
@@ -113,8 +116,9 @@ def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPol
     if tilted and tilt == "error":
         raise SeriesGeometryError(f"series {series.key}: gantry tilt and tilt='error'", where)
 
-    data = read_frames(series.frames)
     meta = _meta(series)
+    volumes = series.volumes or [series.frames]
+    data = _stack_volumes([read_frames(v) for v in volumes])
     g = series.geometry
     if g is None:  # a 2D image without patient geometry (X-ray, secondary capture)
         f = series.frames[0]
@@ -123,15 +127,62 @@ def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPol
         meta["geometry"] = "none (identity orientation)"
         return Volume(array=data, affine=affine, meta=meta)
     if tilted and np.any(g.in_plane_offsets):
-        data = _untilt(data, g.in_plane_offsets, g.pixel_spacing)
+        data = _per_volume(data, lambda d: _untilt(d, g.in_plane_offsets, g.pixel_spacing))
         meta["gantry_tilt_deg"] = round(g.tilt_deg, 4)
         meta["resampled"] = "gantry tilt corrected (in-plane linear interpolation)"
     affine_lps = g.affine_lps()
     if resample_gaps:
-        data, step = _regular_grid(data, g.positions)
+        step = _regular_step(g.positions)
+        data = _per_volume(data, lambda d: _regular_grid(d, g.positions, step))
         affine_lps[:3, 2] = g.normal * step
         meta["resampled"] = f"uneven slice gaps {np.round(g.gaps, 4).tolist()} mm interpolated to {step:.4g} mm"
-    return Volume(array=data, affine=lps_to_ras_affine(affine_lps), meta=meta)
+    affine = lps_to_ras_affine(affine_lps)
+    if series.volumes is not None:
+        meta["volumes"] = describe_volumes(series.volumes, affine)
+    return Volume(array=data, affine=affine, meta=meta)
+
+
+def _stack_volumes(blocks: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    """One (i, j, k) block per volume -> (i, j, k) for one volume, (i, j, k, t) for several."""
+    if len(blocks) == 1:
+        return blocks[0]
+    dtype = np.result_type(*blocks)
+    return np.stack([b.astype(dtype, copy=False) for b in blocks], axis=3)
+
+
+def _per_volume(data: npt.NDArray[Any], fn: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    """Apply a 3D resampling to a 3D array or to each volume of a 4D one."""
+    if data.ndim == 3:
+        return fn(data)
+    return np.stack([fn(data[:, :, :, t]) for t in range(data.shape[3])], axis=3)
+
+
+def describe_volumes(volumes: list[list[Frame]], affine_ras: npt.NDArray[np.float64]) -> list[dict[str, Any]]:
+    """``meta["volumes"]``: per volume, what sets it apart (b-value and gradient, time, trigger, acquisition).
+
+    ``gradient`` is the diffusion direction in the image's voxel frame with FSL's sign rule (what ``.bvec`` holds,
+    see :func:`medimg.io.diffusion.fsl_bvecs`); ``gradient_lps`` is the direction as the DICOM file gives it.
+    """
+    firsts = [v[0] for v in volumes]
+    bvecs = fsl_bvecs([f.diffusion.gradient if f.diffusion else None for f in firsts], affine_ras)
+    out = []
+    for t, f in enumerate(firsts):
+        entry: dict[str, Any] = {"index": t}
+        if f.diffusion is not None:
+            entry["b_value"] = f.diffusion.b_value
+            entry["gradient"] = [round(float(x), 6) for x in bvecs[:, t]]
+            entry["gradient_lps"] = None if f.diffusion.gradient is None else list(f.diffusion.gradient)
+            entry["diffusion_source"] = f.diffusion.source
+        for key, value in (
+            ("temporal_position", f.temporal),
+            ("trigger_time_ms", f.trigger),
+            ("acquisition_time", f.acquisition_time),
+            ("acquisition_number", f.acquisition),
+        ):
+            if value is not None:
+                entry[key] = value
+        out.append(entry)
+    return out
 
 
 def _meta(series: Series) -> dict[str, Any]:
@@ -176,13 +227,18 @@ def _untilt(
     return out
 
 
-def _regular_grid(data: npt.NDArray[Any], positions: npt.NDArray[np.float64]) -> tuple[npt.NDArray[Any], float]:
-    """Linear interpolation along k from irregular ``positions`` onto a grid with the smallest gap as step."""
-    step = float(np.min(np.diff(positions)))
+def _regular_step(positions: npt.NDArray[np.float64]) -> float:
+    """The step of the regular grid that uneven gaps are resampled onto: the smallest gap."""
+    return float(np.min(np.diff(positions)))
+
+
+def _regular_grid(data: npt.NDArray[Any], positions: npt.NDArray[np.float64], step: float) -> npt.NDArray[Any]:
+    """Linear interpolation along k from irregular ``positions`` onto a grid of spacing ``step``."""
     n = int(np.floor((positions[-1] - positions[0]) / step + 1e-6)) + 1
     grid = positions[0] + step * np.arange(n)
     idx = np.clip(np.searchsorted(positions, grid, side="right") - 1, 0, len(positions) - 2)
     w = ((grid - positions[idx]) / (positions[idx + 1] - positions[idx])).astype(np.float32)
     lo = data[:, :, idx].astype(np.float32)
     hi = data[:, :, idx + 1].astype(np.float32)
-    return lo * (1 - w) + hi * w, step
+    out: npt.NDArray[Any] = lo * (1 - w) + hi * w
+    return out

@@ -4,6 +4,11 @@ Files are grouped by Series Instance UID (0020,000E), then a UID is split when i
 volume: different sizes (Rows/Columns), pixel spacings, orientations, echoes (0018,0086), localizer vs. image,
 and -- only when that resolves duplicate positions -- acquisitions (0020,0012) or temporal positions.
 Every split and every irregularity is written into the series' ``problems``; nothing is dropped silently.
+
+Parts of one UID that were split only to resolve duplicate positions, and that cover *the same slice positions*,
+are the volumes of one 4D series (diffusion directions, fMRI time points, DCE/perfusion phases, cardiac phases):
+they become one :class:`Series` whose ``volumes`` hold each volume's frames. Different echoes stay separate series
+(one per echo, as dcm2niix's ``_e1``/``_e2``). Volumes whose slice positions differ are never stacked.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from medimg.io.dicom_header import FileHeader, Frame, decoder_problem
+from medimg.io.dicom_header import PATIENT_GEOMETRY_MODALITIES, FileHeader, Frame
+from medimg.io.dicom_pixels import decoder_problem
 from medimg.io.geometry import Problem, StackGeometry, analyse_stack, same_orientation
 from medimg.io.orientation import affine_axcodes, lps_to_ras_affine
 
@@ -27,9 +33,10 @@ class Series:
 
     series_uid: str
     part: int | None
-    frames: list[Frame]
+    frames: list[Frame]  # the (first) volume's frames, in slice order once checked
     problems: list[Problem] = field(default_factory=list)
     geometry: StackGeometry | None = None
+    volumes: list[list[Frame]] | None = None  # a 4D series: every volume's frames, each in slice order
 
     @property
     def key(self) -> str:
@@ -50,7 +57,19 @@ class Series:
 
     @property
     def files(self) -> list[str]:
-        return sorted({f.path for f in self.frames})
+        frames = self.frames if self.volumes is None else [f for v in self.volumes for f in v]
+        return sorted({f.path for f in frames})
+
+    @property
+    def n_volumes(self) -> int:
+        """Number of volumes along the 4th axis (1 for a 3D series)."""
+        return 1 if self.volumes is None else len(self.volumes)
+
+    @property
+    def b_values(self) -> list[float]:
+        """The distinct diffusion b-values (s/mm^2) of the volumes, sorted; empty when not diffusion-weighted."""
+        volumes = self.volumes or [self.frames]
+        return sorted({v[0].diffusion.b_value for v in volumes if v[0].diffusion is not None})
 
     @property
     def localizer(self) -> bool:
@@ -61,9 +80,11 @@ class Series:
         return not any(p.blocking for p in self.problems)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
+        """(i, j, k) voxels, with the number of volumes appended for a 4D series."""
         f = self.frames[0]
-        return (f.columns, f.rows, len(self.frames))
+        shape = (f.columns, f.rows, len(self.frames))
+        return shape if self.volumes is None else (*shape, len(self.volumes))
 
     @property
     def spacing(self) -> tuple[float, float, float] | None:
@@ -93,6 +114,8 @@ class Series:
             "orientation": self.orientation,
             "transfer_syntax": self.header.transfer_syntax_name,
             "loadable": self.loadable,
+            "volumes": self.n_volumes,
+            "b_values": self.b_values,
             "problems": [p.as_dict() for p in self.problems],
         }
 
@@ -112,20 +135,72 @@ def _cluster_orientations(frames: list[Frame]) -> list[list[Frame]]:
     return clusters
 
 
+#: Frame attributes that can tell the volumes of one series apart, tried in this order (see :class:`Frame`).
+VOLUME_ATTRIBUTES = ("temporal", "stack", "acquisition", "diffusion_key", "trigger", "acquisition_time", "path")
+
+
+def _volume_value(f: Frame, attr: str) -> Any:
+    if attr == "diffusion_key":
+        return None if f.diffusion is None else f.diffusion.key
+    if attr == "path":  # one mosaic file is one volume
+        return f.path if f.header.mosaic is not None else None
+    return getattr(f, attr)
+
+
 def _split_duplicates(frames: list[Frame]) -> list[list[Frame]]:
-    """Split a stack with duplicate positions by the first of acquisition / temporal / stack that resolves it."""
+    """Split a stack with duplicate positions by the first volume attribute that resolves it.
+
+    The parts come in acquisition order (Instance Number (0020,0013), then frame number, then the attribute).
+    """
     if any(f.ipp is None or f.iop is None for f in frames) or _unique_positions(frames):
         return [frames]
-    for attr in ("temporal", "stack", "acquisition"):
-        values = {getattr(f, attr) for f in frames}
+    for attr in VOLUME_ATTRIBUTES:
+        values = {_volume_value(f, attr) for f in frames}
         if len(values) < 2 or None in values:
             continue
         parts: dict[Any, list[Frame]] = defaultdict(list)
         for f in frames:
-            parts[getattr(f, attr)].append(f)
+            parts[_volume_value(f, attr)].append(f)
         if all(_unique_positions(p) for p in parts.values()):
-            return [parts[k] for k in sorted(parts, key=_natural)]
+            return sorted(parts.values(), key=lambda p: _acquisition_order(p, attr))
     return [frames]
+
+
+def _acquisition_order(part: list[Frame], attr: str) -> tuple[Any, ...]:
+    instances = [f.instance for f in part if f.instance is not None]
+    indices = [f.index for f in part if f.index is not None and f.header.mosaic is None]
+    value = _volume_value(part[0], attr)
+    return (
+        min(instances) if instances else 0,
+        min(indices) if indices else 0,
+        _natural(value if attr != "diffusion_key" else value[0]),
+    )
+
+
+def _same_positions(parts: list[list[Frame]]) -> bool | None:
+    """True if every part covers the same slice positions, None if they overlap but some lack slices, else False."""
+    iop = parts[0][0].iop
+    assert iop is not None
+    normal = np.cross(iop[:3], iop[3:])
+    sets = [np.sort(np.array([np.dot(f.ipp or (0.0, 0.0, 0.0), normal) for f in p])) for p in parts]
+    if all(len(a) == len(sets[0]) and np.allclose(a, sets[0], atol=0.02) for a in sets):
+        return True
+    union = np.unique(np.round(np.concatenate(sets) / 0.02))
+    if all(np.isin(np.round(a / 0.02), union).all() for a in sets) and max(map(len, sets)) == len(union):
+        return None
+    return False
+
+
+def _incomplete_volumes(parts: list[list[Frame]]) -> Problem:
+    full = max(map(len, parts))
+    short = [(t, p) for t, p in enumerate(parts) if len(p) < full]
+    t, p = short[0]
+    return Problem(
+        "incomplete_4d",
+        f"4D series of {len(parts)} volumes of {full} slices, but volume {t + 1} has {len(p)} (first file "
+        f"{sorted(f.path for f in p)[0]}); {len(short)} volume(s) incomplete, refused",
+        True,
+    )
 
 
 def _natural(value: Any) -> tuple[int, float | str]:
@@ -188,7 +263,7 @@ def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
     if len({k[0] for k in groups}) > 1:
         reasons.append("localizer_split")
 
-    stacks: list[tuple[bool, list[Frame], list[Problem]]] = []
+    stacks: list[tuple[bool, list[Frame], list[Problem], list[list[Frame]] | None]] = []
     for key, members in groups.items():
         localizer = key[0]
         clusters = _cluster_orientations(members)
@@ -197,19 +272,25 @@ def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
                 if _orthogonal_planes(clusters):
                     localizer = True  # a 3-plane localizer without the LOCALIZER image type
                 else:
-                    stacks.append((localizer, members, [_non_parallel(len(clusters))]))
+                    stacks.append((localizer, members, [_non_parallel(len(clusters))], None))
                     continue
             reasons.append("several_orientations")
         for c in clusters:
             parts = _split_duplicates(c)
-            if len(parts) > 1:
-                reasons.append("several_acquisitions_or_phases")
-            stacks.extend((localizer, part, []) for part in parts)
+            same = _same_positions(parts) if len(parts) > 1 else False
+            if same is True:
+                stacks.append((localizer, parts[0], [], parts))
+            elif same is None:
+                stacks.append((localizer, parts[0], [_incomplete_volumes(parts)], parts))
+            else:
+                if len(parts) > 1:
+                    reasons.append("several_acquisitions_or_phases")
+                stacks.extend((localizer, part, [], None) for part in parts)
 
     split = len(stacks) > 1
     out: list[Series] = []
-    for n, (localizer, members, problems) in enumerate(stacks, start=1):
-        s = Series(uid, n if split else None, members, problems=problems)
+    for n, (localizer, members, problems, volumes) in enumerate(stacks, start=1):
+        s = Series(uid, n if split else None, members, problems=problems, volumes=volumes)
         if split and reasons:
             s.problems.append(
                 Problem(
@@ -246,7 +327,18 @@ def _check(s: Series) -> None:
     ts_problem = decoder_problem(header.transfer_syntax)
     if ts_problem:
         s.problems.append(Problem("missing_decoder", ts_problem, True))
-    if any(p.code == "non_parallel" for p in s.problems):
+    if any(p.code in {"non_parallel", "incomplete_4d"} for p in s.problems):
+        return
+    invalid = sorted({issue for f in s.frames for issue in f.header.invalid_geometry})
+    if invalid and s.modality in PATIENT_GEOMETRY_MODALITIES:
+        s.problems.append(
+            Problem(
+                "invalid_geometry",
+                f"impossible geometry value(s) on a {s.modality} image: {'; '.join(invalid[:3])}; refused (fix the "
+                "export: medimg will not assume a geometry for a modality that always has one)",
+                True,
+            )
+        )
         return
     first = s.frames[0]
     if first.iop is None or first.ipp is None or any(f.ipp is None for f in s.frames):
@@ -270,7 +362,8 @@ def _check(s: Series) -> None:
         return
     spacing = first.pixel_spacing
     if spacing is None:
-        s.problems.append(Problem("no_pixel_spacing", "Pixel Spacing (0028,0030) missing; assuming 1 mm", False))
+        said = f"{invalid[0]} is not a spacing" if invalid else "Pixel Spacing (0028,0030) missing"
+        s.problems.append(Problem("no_pixel_spacing", f"{said}; assuming 1 mm", False))
         spacing = (1.0, 1.0)
     thickness = header.sidecar.get("SpacingBetweenSlices") or header.sidecar.get("SliceThickness")
     geometry = analyse_stack(
@@ -282,3 +375,19 @@ def _check(s: Series) -> None:
     s.geometry = geometry
     s.frames = [s.frames[i] for i in geometry.order]
     s.problems.extend(geometry.problems)
+    if s.volumes is not None:
+        _order_volumes(s, geometry)
+
+
+def _order_volumes(s: Series, geometry: StackGeometry) -> None:
+    """Put every volume of a 4D series in the slice order of the first and describe the 4th axis."""
+    assert s.volumes is not None
+    ordered = []
+    for volume in s.volumes:
+        along = np.array([np.dot(f.ipp or (0.0, 0.0, 0.0), geometry.normal) for f in volume])
+        ordered.append([volume[i] for i in np.argsort(along, kind="stable")])
+    s.volumes = ordered
+    s.frames = ordered[0]
+    b = s.b_values
+    what = f" (b {', '.join(f'{v:g}' for v in b)})" if b else ""
+    s.problems.append(Problem("4d", f"4D: {len(ordered)} volumes{what}", False))

@@ -1,0 +1,133 @@
+"""Diffusion encoding of an image: b-value and gradient direction, and the FSL ``.bval``/``.bvec`` convention.
+
+Sources, first found wins (the same order dcm2niix uses for these vendors):
+
+1. the standard attributes: (0018,9087) Diffusion b-value and (0018,9089) Diffusion Gradient Orientation, at the
+   top level or, in enhanced MR, in the per-frame MR Diffusion Sequence (0018,9117) (PS3.3 C.8.13.5.9);
+2. Siemens: the CSA image header fields ``B_value`` and ``DiffusionGradientDirection``, then the private
+   (0019,100C) B_value and (0019,100E) DiffusionGradientDirection of the ``SIEMENS MR HEADER`` block.
+
+Gradient directions in DICOM are unit vectors in the patient (LPS+) frame. FSL's ``.bvec`` wants them in the
+*voxel* frame of the image as written, with the first component negated when the affine's determinant is
+positive (FSL's "radiological" voxel convention); :func:`fsl_bvecs` is that rule, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+
+from medimg.io.siemens import SIEMENS_MR_HEADER, csa_scalar, csa_vector, private_value
+
+__all__ = ["Diffusion", "diffusion_from_dataset", "fsl_bvecs"]
+
+#: Offsets of (0019,100C) B_value and (0019,100E) DiffusionGradientDirection in the SIEMENS MR HEADER block.
+_SIEMENS_B_VALUE = 0x0C
+_SIEMENS_GRADIENT = 0x0E
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """One image's diffusion encoding: ``b_value`` in s/mm^2, ``gradient`` a unit vector in LPS+ (None for b=0 or
+    an isotropic/trace image), ``source`` which attributes it came from."""
+
+    b_value: float
+    gradient: tuple[float, float, float] | None
+    source: str
+
+    @property
+    def key(self) -> tuple[float, tuple[float, ...] | None]:
+        """What distinguishes two diffusion volumes (rounded so that re-encoded values compare equal)."""
+        g = None if self.gradient is None else tuple(round(v, 4) for v in self.gradient)
+        return (round(self.b_value, 2), g)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value[0] if isinstance(value, (list, tuple)) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return out if math.isfinite(out) and out >= 0 else None
+
+
+def _unit(value: Any) -> tuple[float, float, float] | None:
+    try:
+        v = np.asarray([float(x) for x in value], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if v.shape != (3,) or not np.all(np.isfinite(v)):
+        return None
+    norm = float(np.linalg.norm(v))
+    if norm < 1e-6:
+        return None  # Siemens writes 0\0\0 for b=0
+    x, y, z = (v / norm).tolist()
+    return (x, y, z)
+
+
+def _standard(item: Dataset | None) -> Diffusion | None:
+    if item is None:
+        return None
+    b = _number(item.get("DiffusionBValue"))
+    if b is None:
+        return None
+    gradient = None
+    direction = item.get("DiffusionGradientDirectionSequence")
+    if direction:
+        gradient = _unit(direction[0].get("DiffusionGradientOrientation"))
+    if gradient is None:
+        gradient = _unit(item.get("DiffusionGradientOrientation") or ())
+    return Diffusion(b, gradient if b > 0 else None, "standard (0018,9087)/(0018,9089)")
+
+
+def diffusion_from_dataset(
+    ds: Dataset, csa: dict[str, Any] | None, frame_group: Dataset | None = None
+) -> Diffusion | None:
+    """The diffusion encoding of ``ds`` (or of one enhanced frame's functional group ``frame_group``), or None."""
+    if frame_group is not None:
+        seq = frame_group.get("MRDiffusionSequence")
+        found = _standard(seq[0] if seq else None)
+        if found is not None:
+            return found
+    found = _standard(ds) if "DiffusionBValue" in ds else None
+    if found is not None:
+        return found
+    b = _number(csa_scalar(csa, "B_value"))
+    if b is not None:
+        gradient = csa_vector(csa, "DiffusionGradientDirection", 3)
+        return Diffusion(b, _unit(gradient) if gradient and b > 0 else None, "Siemens CSA B_value")
+    if "SIEMENS" in str(ds.get("Manufacturer", "")).upper():
+        b = _number(private_value(ds, 0x0019, SIEMENS_MR_HEADER, _SIEMENS_B_VALUE))
+        if b is not None:
+            raw = private_value(ds, 0x0019, SIEMENS_MR_HEADER, _SIEMENS_GRADIENT)
+            gradient = _unit(raw) if raw is not None and b > 0 else None
+            return Diffusion(b, gradient, "Siemens (0019,100C)/(0019,100E)")
+    return None
+
+
+def fsl_bvecs(
+    gradients_lps: Sequence[tuple[float, float, float] | None], affine_ras: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """(3, n) FSL ``.bvec`` columns for gradient directions given in LPS+, for an image with ``affine_ras``.
+
+    Each direction is turned into RAS+, expressed in the image's voxel axes (the inverse of the affine's rotation),
+    and its first component negated when ``det(affine) > 0`` -- FSL's convention, which dcm2niix follows.
+    A missing direction (b=0) is written as 0 0 0.
+    """
+    a = np.asarray(affine_ras, dtype=float)[:3, :3]
+    rotation = a / np.linalg.norm(a, axis=0)
+    flip = -1.0 if np.linalg.det(a) > 0 else 1.0
+    out = np.zeros((3, len(gradients_lps)))
+    for t, g in enumerate(gradients_lps):
+        if g is None:
+            continue
+        ras = np.array([-g[0], -g[1], g[2]])
+        voxel = np.linalg.solve(rotation, ras)
+        voxel[0] *= flip
+        out[:, t] = voxel
+    return out
