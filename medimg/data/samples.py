@@ -3,6 +3,8 @@
 * pydicom's test files (``pydicom.data``) and the pydicom-data package: real DICOM, including a messy folder
   (``dicomdirtests``) with localizers, uneven gaps and radial slices, and an enhanced multi-frame CT.
 * nilearn's MNI152 2009 template (T1 and grey/white-matter maps), shipped inside the nilearn wheel.
+* real scanner files shipped in nibabel's wheel (``nibabel/nicom/tests/data``): a Siemens DTI series stored as
+  mosaics (b=0 and b=1000) and a Philips enhanced multi-frame MPRAGE.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from pathlib import Path
 
 from medimg.errors import MedimgError
 
-__all__ = ["messy_dicom_folder", "mni152_paths", "pydicom_file", "pydicom_folder"]
+__all__ = ["SCANNER_FILES", "messy_dicom_folder", "mni152_paths", "pydicom_file", "pydicom_folder", "scanner_files"]
+
+#: The real scanner files nibabel ships (gzipped DICOM), by what they are.
+SCANNER_FILES = {
+    "siemens_dwi_b0": "siemens_dwi_0.dcm.gz",  # Siemens DTI mosaic, 896 x 896 = 48 tiles of 128 x 128, b=0
+    "siemens_dwi_b1000": "siemens_dwi_1000.dcm.gz",  # the same series' b=1000 volume
+    "philips_mprage": "philips_mprage.dcm.gz",  # Philips enhanced MR multi-frame, 176 x 256 x 256
+}
 
 
 def pydicom_file(name: str) -> Path:
@@ -29,6 +38,25 @@ def pydicom_folder(name: str = "dicomdirtests") -> Path:
     folder = pydicom_file("CT_small.dcm").parent / name
     if not folder.is_dir():
         raise MedimgError(f"pydicom sample folder {name!r} not found", folder)
+    return folder
+
+
+def scanner_files(names: list[str], dest: str | Path) -> Path:
+    """Decompress the named :data:`SCANNER_FILES` into the folder ``dest`` (created) and return it."""
+    import gzip
+    import shutil
+
+    import nibabel
+
+    base = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
+    folder = Path(dest)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = base / SCANNER_FILES[name]
+        if not src.is_file():
+            raise MedimgError(f"nibabel's sample {src.name} is missing; reinstall nibabel", src)
+        with gzip.open(src, "rb") as fin, open(folder / src.name.removesuffix(".gz"), "wb") as fout:
+            shutil.copyfileobj(fin, fout)
     return folder
 
 

@@ -18,6 +18,7 @@ CSA headers are parsed with ``nibabel.nicom.csareader`` (a dependency already); 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +147,31 @@ def mosaic_layout(ds: Dataset, csa: dict[str, Any] | None, rows: int, columns: i
             "(CSA NumberOfImagesInMosaic contradicts Rows (0028,0010) / Columns (0028,0011)); refused",
             path,
         )
-    return MosaicLayout(n, side, rows // side, columns // side, rows, columns)
+    layout = MosaicLayout(n, side, rows // side, columns // side, rows, columns)
+    _check_matrix(csa, layout, path)
+    return layout
+
+
+def _check_matrix(csa: dict[str, Any], layout: MosaicLayout, path: str) -> None:
+    """Refuse a tile count whose tiles contradict CSA ``AcquisitionMatrixText`` (e.g. ``"128p*128"``: rows*columns).
+
+    A wrong count can still divide the image evenly (10 tiles of a 3 x 3 mosaic give a 4 x 4 grid of smaller tiles);
+    the acquisition matrix catches that. Interpolated matrices (tiles twice the matrix) are accepted.
+    """
+    text = str(csa_scalar(csa, "AcquisitionMatrixText") or "")
+    numbers = [int(n) for n in re.findall(r"\d+", text)]
+    if len(numbers) != 2:
+        return
+    tile = (layout.tile_rows, layout.tile_columns)
+    a, b = numbers
+    if tile in {(a, b), (b, a), (2 * a, 2 * b), (2 * b, 2 * a)}:
+        return
+    raise DicomReadError(
+        f"CSA AcquisitionMatrixText {text!r} does not match the {tile[0]} x {tile[1]} tiles that "
+        f"NumberOfImagesInMosaic = {layout.n_tiles} implies for this {layout.mosaic_rows} x {layout.mosaic_columns} "
+        "mosaic; refused",
+        path,
+    )
 
 
 def mosaic_slice_normal(iop: tuple[float, ...], csa: dict[str, Any] | None, path: str) -> npt.NDArray[np.float64]:
