@@ -11,6 +11,7 @@ DICOM tags by number and name, UIDs and technical values.
 from __future__ import annotations
 
 import os
+import re
 
 __all__ = [
     "ConfigError",
@@ -36,6 +37,8 @@ class MedimgError(Exception):
 
     def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
         self.path = None if path is None else os.fspath(path)
+        # one line, always: a message may quote a library's multi-line error (pydicom lists every decoder's)
+        message = re.sub(r"\s*\n\s*", "; ", message.strip())
         self.reason = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
