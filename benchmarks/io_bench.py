@@ -8,6 +8,10 @@
    Also peak traced memory of ``medimg.io.load`` over the final array size.
 2. Writes 2,000 files in 10 series (256^2) and times ``medimg.io.scan`` against a plain pydicom loop that reads
    every file (``dcmread``) and groups by Series Instance UID.
+3. Writes a ``--dwi-volumes``-volume DWI series of Siemens mosaics (128 x 128 x 48 per volume, 7 x 7 tiles, CSA
+   headers as the scanner writes them; tests/mosaic_writer.py) and times: ``medimg.io.load`` (one 4D volume with
+   b-values), medimg load + uncompressed NIfTI write (what dcm2niix does), ``dcm2niix -z n`` (C, subprocess), and
+   nibabel's ``nicom.dicomwrappers`` (one ``MosaicWrapper`` per file, stacked).
 
 Every figure is a median over ``--repeats`` runs; ratios are anchor / medimg (> 1: medimg is faster).
 """
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import update_section
+from _report import race, update_section
 
 from medimg.io import Volume, load, scan
 from medimg.io.dicom_write import write_series
@@ -87,12 +91,49 @@ def pydicom_scan(folder: Path) -> dict[str, list[str]]:
     return groups
 
 
+def make_dwi(folder: Path, volumes: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from mosaic_writer import write_mosaics
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 4000, size=(128, 128, 48), dtype=np.int16)
+    directions = rng.normal(size=(volumes, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    gradients = [None, *[tuple(d) for d in directions[1:]]]
+    b_values = [0.0] + [1000.0] * (volumes - 1)
+    affine = np.diag([1.8, 1.8, 3.0, 1.0])
+    write_mosaics(Volume(arr, affine), folder, n_volumes=volumes, b_values=b_values, gradients_lps=gradients)
+
+
+def dcm2niix_convert(folder: Path, out: Path) -> None:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dcm2niix", path=str(Path(sys.executable).parent)) or "dcm2niix"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    subprocess.run([exe, "-z", "n", "-f", "dwi", "-o", str(out), str(folder)], check=True, capture_output=True)
+
+
+def nibabel_mosaics(folder: Path) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from nibabel.nicom.dicomwrappers import wrapper_from_file
+
+        wrappers = [wrapper_from_file(str(p)) for p in sorted(folder.iterdir())]
+        return np.stack([w.get_data() for w in wrappers], axis=-1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scan-files", type=int, default=2000)
+    ap.add_argument("--dwi-volumes", type=int, default=64)
     ap.add_argument("--update-md", action="store_true", help="write the table into BENCHMARKS.md")
     args = ap.parse_args()
 
@@ -122,6 +163,19 @@ def main() -> None:
         scan_loop = median_time(lambda: pydicom_scan(scan_root), args.repeats)
         n_series = len(scan(scan_root))
 
+        dwi = Path(tmp) / "dwi"
+        make_dwi(dwi, args.dwi_volumes)
+        dwi_shape = load(dwi).shape
+        dwi_times = race(
+            {
+                "medimg.io.load (4D + b-values)": lambda: load(dwi),
+                "medimg load + .nii write": lambda: load(dwi).save(Path(tmp) / "medimg_dwi.nii"),
+                "dcm2niix -z n (C, subprocess)": lambda: dcm2niix_convert(dwi, Path(tmp) / "dcm2niix"),
+                "nibabel dicomwrappers (MosaicWrapper per file)": lambda: nibabel_mosaics(dwi),
+            },
+            args.repeats,
+        )
+
     lines = [
         f"Series load: {args.slices} axial {args.size}x{args.size} CT slices, uncompressed, shuffled names, "
         "warm cache, "
@@ -144,6 +198,17 @@ def main() -> None:
         "|---|---|---|",
         f"| medimg.io.scan | {scan_ours:.3f} | 1.00x |",
         f"| plain pydicom read loop + group by UID | {scan_loop:.3f} | {scan_loop / scan_ours:.2f}x |",
+        "",
+        f"Siemens mosaic DWI: {args.dwi_volumes} volumes (b 0 + {args.dwi_volumes - 1} directions at b 1000), each a "
+        f"896 x 896 mosaic of 48 tiles, uncompressed, warm cache, interleaved, median of {args.repeats}; result "
+        f"{' x '.join(map(str, dwi_shape))}.",
+        "",
+        "| reader | median s | anchor / medimg load + write |",
+        "|---|---|---|",
+    ]
+    ref = dwi_times["medimg load + .nii write"]
+    lines += [f"| {name} | {t:.3f} | {t / ref:.2f}x |" for name, t in dwi_times.items()]
+    lines += [
         "",
         "Reproduce: `.venv/bin/python benchmarks/io_bench.py --update-md`",
     ]

@@ -98,7 +98,7 @@ def write_mosaics(
         ds.SeriesDescription, ds.SeriesNumber = "ep2d_diff_mosaic", 7
         ds.InstanceNumber = t + 1
         ds.AcquisitionNumber = t + 1
-        ds.AcquisitionTime = f"1200{t:02d}.000000"
+        ds.AcquisitionTime = f"12{t // 60:02d}{t % 60:02d}.000000"
         diffusion = b_values is not None
         ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION" if diffusion else "M", "ND", "MOSAIC"]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]

@@ -18,7 +18,7 @@ from medimg.errors import (
     UnsupportedTransferSyntaxError,
 )
 from medimg.io.dicom_header import Frame
-from medimg.io.dicom_pixels import read_frames
+from medimg.io.dicom_pixels import read_frames, read_volumes
 from medimg.io.diffusion import fsl_bvecs
 from medimg.io.orientation import lps_to_ras_affine
 from medimg.io.scan import ScanResult, scan
@@ -117,8 +117,7 @@ def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPol
         raise SeriesGeometryError(f"series {series.key}: gantry tilt and tilt='error'", where)
 
     meta = _meta(series)
-    volumes = series.volumes or [series.frames]
-    data = _stack_volumes([read_frames(v) for v in volumes])
+    data = read_frames(series.frames) if series.volumes is None else read_volumes(series.volumes)
     g = series.geometry
     if g is None:  # a 2D image without patient geometry (X-ray, secondary capture)
         f = series.frames[0]
@@ -140,14 +139,6 @@ def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPol
     if series.volumes is not None:
         meta["volumes"] = describe_volumes(series.volumes, affine)
     return Volume(array=data, affine=affine, meta=meta)
-
-
-def _stack_volumes(blocks: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
-    """One (i, j, k) block per volume -> (i, j, k) for one volume, (i, j, k, t) for several."""
-    if len(blocks) == 1:
-        return blocks[0]
-    dtype = np.result_type(*blocks)
-    return np.stack([b.astype(dtype, copy=False) for b in blocks], axis=3)
 
 
 def _per_volume(data: npt.NDArray[Any], fn: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> npt.NDArray[Any]:
