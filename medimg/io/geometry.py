@@ -163,7 +163,8 @@ def analyse_stack(
         in_plane = rel - np.outer(rel @ normal, normal)
         offsets = np.stack([in_plane @ row, in_plane @ col], axis=1)
         total = pos[-1] - pos[0]
-        cos = abs(float(total @ normal)) / float(np.linalg.norm(total))
+        length = float(np.linalg.norm(total))  # > 0: the first and last slice are at distinct positions here
+        cos = abs(float(total @ normal)) / length if length > 0 else 1.0
         tilt = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
         if tilt > TILT_TOL_DEG:
             # a real tilt shifts each slice in proportion to its distance from the first

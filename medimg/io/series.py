@@ -365,18 +365,31 @@ def _check(s: Series) -> None:
         said = f"{invalid[0]} is not a spacing" if invalid else "Pixel Spacing (0028,0030) missing"
         s.problems.append(Problem("no_pixel_spacing", f"{said}; assuming 1 mm", False))
         spacing = (1.0, 1.0)
-    thickness = header.sidecar.get("SpacingBetweenSlices") or header.sidecar.get("SliceThickness")
+    thickness = _slice_thickness(header.sidecar)
     geometry = analyse_stack(
         first.iop,
         np.array([f.ipp for f in s.frames], dtype=float),
         spacing,
-        float(thickness) if thickness else None,
+        thickness,
     )
     s.geometry = geometry
     s.frames = [s.frames[i] for i in geometry.order]
     s.problems.extend(geometry.problems)
     if s.volumes is not None:
         _order_volumes(s, geometry)
+
+
+def _slice_thickness(sidecar: dict[str, Any]) -> float | None:
+    """Spacing Between Slices (0018,0088), else Slice Thickness (0018,0050): a positive finite number, or None
+    (a damaged decimal string is ignored here; only a single slice uses it, and says so when it is missing)."""
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(sidecar.get(key) or 0)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(value) and value > 0:
+            return value
+    return None
 
 
 def _order_volumes(s: Series, geometry: StackGeometry) -> None:
