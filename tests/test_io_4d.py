@@ -163,3 +163,23 @@ def test_4d_series_with_a_missing_slice_is_refused_naming_the_file(phantom, tmp_
     )
     assert proc.returncode == 2 and "MOSAIC0001.dcm" in proc.stderr and "Traceback" not in proc.stderr
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_dwi_without_readable_encoding_says_so_and_writes_no_bval(phantom, tmp_path):
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    for t in range(3):
+        extra = {
+            "AcquisitionNumber": t + 1,
+            "Manufacturer": "Philips",
+            "ImageType": ["ORIGINAL", "PRIMARY", "DIFFUSION"],
+        }
+        write_series(phantom(shape=(8, 8, 4)), tmp_path / "dwi" / f"t{t}", series_uid=uid, extra=extra, seed=t)
+    volume = load(tmp_path / "dwi")
+    assert volume.shape == (8, 8, 4, 3)
+    codes = [p["code"] for p in volume.meta["problems"]]
+    assert "no_diffusion_encoding" in codes
+    report = convert(tmp_path / "dwi", tmp_path / "out")
+    assert any("no .bval/.bvec" in n for n in next(iter(report.notes.values())))
+    assert not list((tmp_path / "out").glob("*.bval"))

@@ -13,6 +13,7 @@ they become one :class:`Series` whose ``volumes`` hold each volume's frames. Dif
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,6 +219,9 @@ def _unique_positions(frames: list[Frame]) -> bool:
     return bool(np.all(np.diff(along) > 0.02))
 
 
+_DIFFUSION_WORDS = re.compile(r"(?<![a-z])(dwi|dti|diff|adc|trace)", re.IGNORECASE)
+
+
 def group_series(headers: list[FileHeader]) -> list[Series]:
     """Group file headers into :class:`Series`, split them where needed and run the geometry QA on each."""
     by_uid: dict[str, list[Frame]] = defaultdict(list)
@@ -404,3 +408,14 @@ def _order_volumes(s: Series, geometry: StackGeometry) -> None:
     b = s.b_values
     what = f" (b {', '.join(f'{v:g}' for v in b)})" if b else ""
     s.problems.append(Problem("4d", f"4D: {len(ordered)} volumes{what}", False))
+    looks_diffusion = "DIFFUSION" in s.header.image_type or _DIFFUSION_WORDS.search(s.description)
+    if looks_diffusion and any(v[0].diffusion is None for v in ordered):
+        s.problems.append(
+            Problem(
+                "no_diffusion_encoding",
+                f"looks diffusion-weighted ({s.header.sidecar.get('Manufacturer', 'unknown vendor')}) but some volumes "
+                "carry no standard (0018,9087)/(0018,9089) or Siemens b-value: no .bval/.bvec is written (GE and "
+                "Philips private diffusion tags are not read)",
+                False,
+            )
+        )
