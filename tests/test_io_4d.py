@@ -183,3 +183,18 @@ def test_dwi_without_readable_encoding_says_so_and_writes_no_bval(phantom, tmp_p
     report = convert(tmp_path / "dwi", tmp_path / "out")
     assert any("no .bval/.bvec" in n for n in next(iter(report.notes.values())))
     assert not list((tmp_path / "out").glob("*.bval"))
+
+
+def test_three_plane_view_shows_one_volume_of_a_4d_image(phantom, tmp_path):
+    from medimg.errors import MedimgError
+    from medimg.explain.overlay import figure_png, pick_volume, render_planes
+
+    write_mosaics(phantom(shape=(16, 18, 5)), tmp_path / "dwi", n_volumes=3, b_values=[0, 1000, 1000],
+                  gradients_lps=GRADIENTS)  # fmt: skip
+    volume = load(tmp_path / "dwi")
+    one, caption = pick_volume(volume, 2)
+    np.testing.assert_array_equal(one.array, volume.array[..., 2])
+    assert caption == "volume 3 of 3 (b 1000)"
+    assert figure_png(render_planes(volume, volume=1))[:4] == b"\x89PNG"
+    with pytest.raises(MedimgError, match=r"volumes 0\.\.2"):
+        render_planes(volume, volume=3)

@@ -79,6 +79,26 @@ def slice_2d(ras: npt.NDArray[Any], plane: Plane, index: int | None = None) -> n
     return np.flip(s.T, axis=(0, 1))  # s[y, z] -> rows: superior at top; cols: anterior at left
 
 
+def pick_volume(image: Volume, volume: int) -> tuple[Volume, str]:
+    """The 3D volume ``volume`` of a 4D image (and a caption such as ``"volume 3 of 64 (b 1000)"``), or the image
+    itself and ``""`` when it is 3D."""
+    from medimg.errors import MedimgError
+
+    array = np.asarray(image.array)
+    if array.ndim == 3:
+        return image, ""
+    if array.ndim != 4:
+        raise MedimgError(f"cannot display an image of shape {array.shape}: expected (i, j, k) or (i, j, k, t)")
+    n = array.shape[3]
+    if not 0 <= volume < n:
+        raise MedimgError(f"volume {volume} does not exist: this 4D image has volumes 0..{n - 1}")
+    entries = image.meta.get("volumes") or []
+    extra = ""
+    if volume < len(entries) and "b_value" in entries[volume]:
+        extra = f" (b {entries[volume]['b_value']:g})"
+    return Volume(array[..., volume], image.affine, dict(image.meta)), f"volume {volume + 1} of {n}{extra}"
+
+
 def render_planes(
     image: Volume,
     *,
@@ -91,10 +111,16 @@ def render_planes(
     alpha: float = 0.4,
     title: str | None = None,
     show: dict[str, bool] | None = None,
+    volume: int = 0,
 ) -> Any:
     """A matplotlib figure: one panel per plane, image windowed, contours (label green, prediction yellow),
-    heatmap in 'inferno' with ``alpha``. All volumes must share the image's grid."""
+    heatmap in 'inferno' with ``alpha``. All volumes must share the image's grid. For a 4D image (i, j, k, t),
+    ``volume`` picks the time point / diffusion volume shown."""
     import matplotlib.pyplot as plt
+
+    image, which = pick_volume(image, volume)
+    if which:
+        title = f"{title + ', ' if title else ''}{which}"
 
     show = {"label": True, "prediction": True, "heatmap": True, **(show or {})}
     img = to_ras(image)
