@@ -308,6 +308,13 @@ def _file_header(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | 
     columns = _int(get_value(ds, "Columns"), "Columns (0028,0011)", path)
     series_number = get_value(ds, "SeriesNumber")
     bits_allocated = _int(get_value(ds, "BitsAllocated"), "Bits Allocated (0028,0100)", path)
+    bits_stored = _int(get_value(ds, "BitsStored"), "Bits Stored (0028,0101)", path, bits_allocated)
+    if rows > 0 and columns > 0 and not 0 < bits_stored <= bits_allocated <= 64:
+        raise DicomReadError(
+            f"Bits Stored (0028,0101) = {bits_stored} with Bits Allocated (0028,0100) = {bits_allocated}: "
+            "impossible pixel format, the header is damaged",
+            path,
+        )
     return FileHeader(
         path=path,
         sop_class=sop_class,
@@ -321,7 +328,7 @@ def _file_header(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | 
         number_of_frames=max(1, _int(get_value(ds, "NumberOfFrames"), "Number of Frames (0028,0008)", path, 1)),
         has_pixels=rows > 0 and columns > 0,
         bits_allocated=bits_allocated,
-        bits_stored=_int(get_value(ds, "BitsStored"), "Bits Stored (0028,0101)", path, bits_allocated),
+        bits_stored=bits_stored,
         pixel_representation=_int(get_value(ds, "PixelRepresentation"), "Pixel Representation (0028,0103)", path),
         samples_per_pixel=_int(get_value(ds, "SamplesPerPixel"), "Samples per Pixel (0028,0002)", path, 1),
         photometric=str(get_value(ds, "PhotometricInterpretation") or ""),
