@@ -203,7 +203,7 @@ def read_frames(frames: list[Frame], workers: int | None = None) -> npt.NDArray[
     The returned array is a transposed view of a C-ordered (n, rows, columns) block: index ``[i, j, k]`` is
     column ``i``, row ``j`` of the k-th frame, as :class:`~medimg.io.volume.Volume` documents.
     """
-    block = _read_block([frames], workers)[0]
+    block: npt.NDArray[Any] = _read_block([frames], workers)[0]
     samples = frames[0].header.samples_per_pixel
     return block.transpose((2, 1, 0) + ((3,) if samples > 1 else ()))
 
