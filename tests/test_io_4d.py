@@ -198,3 +198,32 @@ def test_three_plane_view_shows_one_volume_of_a_4d_image(phantom, tmp_path):
     assert figure_png(render_planes(volume, volume=1))[:4] == b"\x89PNG"
     with pytest.raises(MedimgError, match=r"volumes 0\.\.2"):
         render_planes(volume, volume=3)
+
+
+def test_segment_and_explain_refuse_a_4d_image_for_a_one_channel_model(phantom, tmp_path):
+    import torch
+
+    from medimg.errors import MedimgError
+    from medimg.explain.api import explain_case
+    from medimg.tasks import SegmentationTask
+    from medimg.tasks.inference import segment
+    from medimg.transforms.pipelines import Preprocessing
+
+    write_mosaics(phantom(shape=(16, 18, 5)), tmp_path / "dwi", n_volumes=3, b_values=[0, 1000, 1000],
+                  gradients_lps=GRADIENTS)  # fmt: skip
+    task = SegmentationTask(net="unet", net_kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
+                            num_classes=2, roi_size=(16, 16, 8))  # fmt: skip
+    task.hparams["preprocessing"] = Preprocessing(
+        spacing=(2.0, 2.0, 3.0), intensity="mr", patch_size=(16, 16, 8)
+    ).as_dict()
+    with pytest.raises(MedimgError, match=r"3 channels or volumes .* model takes 1; pass one volume"):
+        segment(task, tmp_path / "dwi", tmp_path / "mask.nii.gz")
+    # explain_case (and the review built on it) load through the same prepare(): a checkpoint shows it
+    ckpt = tmp_path / "model.ckpt"
+    torch.save(
+        {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "pytorch-lightning_version": "2.6.6"},
+        ckpt,
+    )
+    with pytest.raises(MedimgError, match=r"3 channels or volumes"):
+        explain_case(ckpt, tmp_path / "dwi", 1)
+    assert not (tmp_path / "mask.nii.gz").exists()

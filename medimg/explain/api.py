@@ -61,9 +61,30 @@ class Explanation:
     checkpoint_sha256: str
     input_sha256: str
     sanity: SanityResult | None
+    label_name: str | None = None
 
     def save(self, heatmap_path: str | os.PathLike[str]) -> Path:
-        return self.heatmap.save(heatmap_path)
+        """Write the heatmap: NIfTI (``.nii``/``.nii.gz``), or a DICOM Parametric Map (``.dcm``) referencing
+        the DICOM series it was computed on (see :func:`medimg.io.parametric_map.write_parametric_map`)."""
+        if not Path(heatmap_path).name.lower().endswith(".dcm"):
+            return self.heatmap.save(heatmap_path)
+        from medimg import __version__
+        from medimg.io.parametric_map import write_parametric_map
+        from medimg.io.seg import AlgorithmInfo
+
+        algorithm = AlgorithmInfo(
+            f"medimg {self.method}", __version__, {"checkpoint_sha256": self.checkpoint_sha256, "layer": self.layer}
+        )
+        return write_parametric_map(
+            self.heatmap,
+            str(self.image.meta["source"]),
+            heatmap_path,
+            method=self.method,
+            label=self.label,
+            layer=self.layer,
+            label_name=self.label_name,
+            algorithm=algorithm,
+        )
 
 
 def explain_case(
@@ -90,7 +111,7 @@ def explain_case(
 
     The heatmap is in [0, 1] (``cam / max``), resampled (linear) onto the input's grid: same shape and affine.
     """
-    from medimg.tasks.inference import load_task, prepare, to_input_grid
+    from medimg.tasks.inference import class_names, load_task, prepare, to_input_grid
 
     task = load_task(ckpt, device)
     original, data = prepare(task, image)
@@ -132,4 +153,5 @@ def explain_case(
         checkpoint_sha256=file_sha256(ckpt),
         input_sha256=volume_sha256(img),
         sanity=sanity,
+        label_name=class_names(task, ckpt).get(label),
     )

@@ -38,6 +38,7 @@ def load(
     uneven: UnevenPolicy = "error",
     tilt: TiltPolicy = "resample",
     allow_nonfinite: bool = False,
+    reference: str | os.PathLike[str] | Series | None = None,
 ) -> Volume:
     """Load one image volume with its geometry.
 
@@ -53,6 +54,8 @@ def load(
             orthogonal grid (linear interpolation, as dcm2niix's ``_Tilt`` output does) and records the
             angle in ``meta["gantry_tilt_deg"]``; ``"error"`` refuses tilted series.
         allow_nonfinite: accept NaN/inf voxels in NIfTI input.
+        reference: for a DICOM SEG / Parametric Map file: the folder of the image series it references, to
+            place a sparse SEG on that series' grid (see :func:`medimg.io.seg.read_seg`).
 
     Returns:
         A :class:`Volume` (see its docstring for the axis and affine contract). CT is in Hounsfield units.
@@ -67,6 +70,11 @@ def load(
         return read_nifti(p, allow_nonfinite=allow_nonfinite)
     if not p.exists():
         raise MedimgError("no such file or folder", p)
+    from medimg.io.seg.dispatch import read_if_derived  # DICOM SEG -> labels, Parametric Map -> values
+
+    derived = read_if_derived(p, reference=reference)
+    if derived is not None:
+        return derived
     found = scan(p)
     chosen = _choose(found, series, p)
     return load_series(chosen, uneven=uneven, tilt=tilt)

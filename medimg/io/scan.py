@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medimg.errors import MedimgError, NotDicomError, SeriesSelectionError
 from medimg.io.dicom_header import FileHeader, read_header
-from medimg.io.series import Series, group_series
+from medimg.io.series import DERIVED_SOP_CLASSES, Series, group_series
+
+if TYPE_CHECKING:
+    from medimg.io.seg.listing import DerivedObject
 
 __all__ = ["ScanResult", "iter_files", "scan"]
 
@@ -27,6 +30,7 @@ class ScanResult:
 
     series: list[Series]
     skipped: dict[str, str] = field(default_factory=dict)
+    derived: list[DerivedObject] = field(default_factory=list)  # DICOM SEG / Parametric Map objects found
 
     def __iter__(self) -> Iterator[Series]:
         return iter(self.series)
@@ -51,6 +55,10 @@ class ScanResult:
             "  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] for line in lines
         ]
         out.append("('!' marks a problem that stops loading; see `medimg scan --json` for all fields)")
+        if self.derived:
+            from medimg.io.seg.listing import derived_table
+
+            out.append(derived_table(self.derived))
         return "\n".join(out)
 
     def _repr_html_(self) -> str:
@@ -187,9 +195,18 @@ def scan(root: str | os.PathLike[str], *, workers: int | None = None) -> ScanRes
     if path.is_file():
         header = read_header(path)  # a lone file that is not DICOM is an error, not a skip
         if not header.is_dicomdir:
-            return ScanResult(group_series([header]))
+            return _result([header], {})
         paths = _dicomdir_files(str(path))
     else:
         paths = list(iter_files(path))
     headers, skipped = read_headers(paths, workers)
-    return ScanResult(group_series(headers), skipped)
+    return _result(headers, skipped)
+
+
+def _result(headers: list[FileHeader], skipped: dict[str, str]) -> ScanResult:
+    """Image series, plus the DICOM SEG / Parametric Map objects among the files with the series they reference."""
+    from medimg.io.seg.listing import derived_objects
+
+    series = group_series(headers)
+    derived = [h for h in headers if h.sop_class in DERIVED_SOP_CLASSES]
+    return ScanResult(series, skipped, derived=derived_objects(derived, series) if derived else [])

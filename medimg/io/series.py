@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydicom.uid import ParametricMapStorage, SegmentationStorage
 
 from medimg.io.dicom_header import PATIENT_GEOMETRY_MODALITIES, FileHeader, Frame
 from medimg.io.dicom_pixels import decoder_problem
@@ -222,12 +223,21 @@ def _unique_positions(frames: list[Frame]) -> bool:
 _DIFFUSION_WORDS = re.compile(r"(?<![a-z])(dwi|dti|diff|adc|trace)", re.IGNORECASE)
 
 
+#: Objects that carry pixels but are not images of the patient: DICOM SEG (incl. Label Map Segmentation,
+#: 1.2.840.10008.5.1.4.1.1.66.7, not yet named in pydicom) and Parametric Map. ``medimg scan`` lists them apart
+#: (:mod:`medimg.io.seg.listing`) and ``medimg.load`` reads them with their own readers.
+DERIVED_SOP_CLASSES = frozenset({str(SegmentationStorage), "1.2.840.10008.5.1.4.1.1.66.7", str(ParametricMapStorage)})
+
+
 def group_series(headers: list[FileHeader]) -> list[Series]:
-    """Group file headers into :class:`Series`, split them where needed and run the geometry QA on each."""
+    """Group file headers into :class:`Series`, split them where needed and run the geometry QA on each.
+
+    DICOM SEG and Parametric Map objects (:data:`DERIVED_SOP_CLASSES`) are not image series and are left out.
+    """
     by_uid: dict[str, list[Frame]] = defaultdict(list)
     no_pixels: list[FileHeader] = []
     for h in headers:
-        if h.is_dicomdir:
+        if h.is_dicomdir or h.sop_class in DERIVED_SOP_CLASSES:
             continue
         if not h.has_pixels:
             no_pixels.append(h)

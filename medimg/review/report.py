@@ -23,10 +23,16 @@ def export_report(
     *,
     title: str = "medimg heatmap review",
     labels: dict[str, object] | None = None,
+    dicom_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write one HTML file with, per case, the three-plane figure (image, prediction contour, heatmap), the
     sanity-check verdict, the identifiers that tie it to its model, and the answers recorded so far. Writes
-    ``<out>.csv`` with every answer in ``store`` next to it."""
+    ``<out>.csv`` with every answer in ``store`` next to it.
+
+    With ``dicom_dir``, every case made from a DICOM series also leaves as DICOM there: ``<case>_seg.dcm``
+    (the prediction), ``<case>_heatmap.dcm`` (Parametric Map) and, once answered, ``<case>_review_ko.dcm`` (a
+    Key Object Selection referencing both, the review in its description); see
+    :func:`medimg.review.dicom_export.export_case_dicom`."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -56,6 +62,10 @@ def export_report(
             f"<p><small>checkpoint sha256 {ex.checkpoint_sha256}<br>input sha256 {ex.input_sha256}</small></p>",
         ]
         answers = store.all(case_id=case_id) if store is not None else []
+        if dicom_dir is not None:
+            from medimg.review.dicom_export import export_case_dicom
+
+            export_case_dicom(case_id, ex, answers, Path(dicom_dir))
         if answers:
             parts.append(
                 "<table><tr><th>when (UTC)</th><th>reviewer</th><th>verdict</th><th>localisation</th>"
