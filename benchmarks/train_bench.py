@@ -10,6 +10,10 @@
    ``SegmentationTask.infer`` vs ``monai.inferers.sliding_window_inference`` vs the sum of the bare window
    forwards it runs.
 CPU here (2 threads, fp32). On a GPU it also reports bf16 vs fp32 step time and peak memory.
+3. ``--ddp``: data-parallel scaling, 1 process vs 2 DDP ranks (gloo on CPU, the cores split between the ranks;
+   NCCL on a machine with 2+ GPUs): the same training step as 1., samples/s and scaling efficiency
+   (samples/s with N ranks / (N x samples/s with 1)). Each configuration runs in a fresh process; Lightning
+   starts the second rank by re-running this script.
 """
 
 from __future__ import annotations
@@ -114,13 +118,87 @@ def sliding_window(size: int, repeats: int) -> tuple[float, float, float, int]:
     return ours, monai, forwards, sum(w.shape[0] for w in windows)
 
 
+CPU_THREADS = 2  # the cores of this kind of machine, shared by the ranks of a CPU run
+
+
+def ddp_worker(world: int, steps: int, size: int, out: Path) -> None:
+    """One configuration of the scaling benchmark: ``world`` ranks, ``steps`` steps each; rank 0 writes the
+    median step time to ``out``. Under DDP Lightning re-runs this script (same arguments) for the other rank."""
+    import json
+
+    gpu = torch.cuda.is_available()
+    if not gpu:
+        torch.set_num_threads(max(1, CPU_THREADS // world))
+    pl.seed_everything(0, verbose=False)
+    task = SegmentationTask(net="unet", net_kwargs={"norm": "batch"})
+    timer = StepTimer()
+    trainer = pl.Trainer(
+        accelerator="gpu" if gpu else "cpu", devices=world, strategy="ddp" if world > 1 else "auto", max_epochs=1,
+        precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
+    )  # fmt: skip
+    # the same pre-made batches for every configuration; the distributed sampler gives each rank its share
+    loader = torch.utils.data.DataLoader(batches(steps * world, size), batch_size=None)
+    trainer.fit(task, train_dataloaders=loader)
+    if trainer.global_rank == 0:
+        out.write_text(json.dumps({"world": world, "step": statistics.median(timer.times[2:])}))
+
+
+def ddp_scaling(steps: int, size: int) -> str:
+    import json
+    import subprocess
+    import tempfile
+
+    gpus = torch.cuda.device_count()
+    worlds = [1, 2] if gpus == 0 or gpus >= 2 else [1]
+    rows: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for world in worlds:
+            out = Path(tmp) / f"world{world}.json"
+            cmd = [sys.executable, __file__, "--ddp-worker", str(world), "--steps", str(steps), "--size", str(size),
+                   "--ddp-out", str(out)]  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
+            rows[world] = json.loads(out.read_text())["step"]
+    batch = 2
+    cpu = f"CPU, {CPU_THREADS} cores split between the ranks"
+    device = f"{gpus} x {torch.cuda.get_device_name(0)}" if gpus else cpu
+    lines = [
+        f"DDP scaling, one node ({device}): MONAI UNet 16..256, batch {batch} x 1 x {size}^3 per rank, fp32, "
+        f"median of {steps - 2} steps per rank after 2 warm-up steps{'' if gpus else ', gloo'}:",
+        "",
+        "| ranks | s / step | samples / s | scaling efficiency |",
+        "|---|---|---|---|",
+    ]
+    base = batch / rows[1]
+    for world, step in rows.items():
+        rate = world * batch / step
+        lines.append(f"| {world} | {step:.3f} | {rate:.2f} | {rate / (world * base):.2f} |")
+    if len(worlds) == 1:
+        lines.append("")
+        lines.append("(one GPU: no 2-rank row)")
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/train_bench.py --ddp --update-md`"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--update-md", action="store_true")
+    ap.add_argument("--ddp", action="store_true", help="only the DDP scaling benchmark (1 vs 2 ranks)")
+    ap.add_argument("--ddp-worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--ddp-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.ddp_worker:
+        ddp_worker(args.ddp_worker, args.steps, args.size, args.ddp_out)
+        return
+    if args.ddp:
+        text = ddp_scaling(args.steps, args.size)
+        print(text)
+        if args.update_md:
+            update_section("DDP scaling on one node (issue 16)", text)
+        return
     torch.set_num_threads(2)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = batches(args.steps, args.size)

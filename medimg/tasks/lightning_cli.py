@@ -8,6 +8,10 @@ What every run gets without configuring it (all can be overridden on the command
 * checkpoints in ``<default_root_dir>/checkpoints``: the best by the task's validation metric and ``last.ckpt``,
   written atomically, so ``--ckpt_path last`` resumes a killed job,
 * ``use_distributed_sampler: false``: medimg's sampler shards across DDP ranks itself and is re-seeded per epoch.
+* preemption: ``SIGUSR1`` (SLURM's warning before the time limit) saves ``last.ckpt`` at the end of the
+  running batch and ends ``fit`` with exit status 75 (:mod:`medimg.tasks.preemption`); under SLURM Lightning's
+  own auto-requeue is switched off in favour of it, and ``scripts/slurm_fit.sbatch`` requeues the job,
+* the temporary files of checkpoint writes that a hard kill interrupted are removed when ``fit`` starts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class MedimgCLI(LightningCLI):
         from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
         from medimg.tasks.callbacks import AtomicCheckpointIO, RunFingerprint
+        from medimg.tasks.preemption import RequeueOnSignal
 
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(cfg["trainer"].get("default_root_dir") or ".")
@@ -48,13 +53,24 @@ class MedimgCLI(LightningCLI):
                 )
             )
         extra.append(RunFingerprint(config=self.resolved_config()))
+        extra.append(RequeueOnSignal())
         if cfg["trainer"].get("logger") in (None, True):
             tb = TensorBoardLogger(save_dir=root, name="lightning_logs", default_hp_metric=False)
             kwargs["logger"] = [tb, CSVLogger(save_dir=root, name="lightning_logs", version=tb.version)]
             extra.append(LearningRateMonitor(logging_interval="epoch"))
         plugins = list(kwargs.pop("plugins", None) or [])
         plugins.append(AtomicCheckpointIO())
+        plugins += _slurm_environment(plugins)
         return super().instantiate_trainer(callbacks=extra, plugins=plugins, **kwargs)
+
+    def before_fit(self) -> None:
+        """Remove what checkpoint writes killed half-way left behind (no process of this run writes yet)."""
+        from medimg.tasks.callbacks import remove_partial_checkpoints
+
+        dirs = [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
+        folders = {Path(d) for d in dirs if d}
+        for folder in sorted(folders | {Path(self.trainer.default_root_dir)}):
+            remove_partial_checkpoints(folder)
 
     def resolved_config(self) -> dict[str, Any]:
         """The resolved configuration of this run, as plain data (for the fingerprint)."""
@@ -67,21 +83,43 @@ class MedimgCLI(LightningCLI):
             return {"unserialisable_config": str(self.config)}
 
 
+def _slurm_environment(plugins: list[Any]) -> list[Any]:
+    """Under SLURM, Lightning's SLURM environment without its in-handler auto-requeue (see
+    :mod:`medimg.tasks.preemption` for why); nothing when not under SLURM or a cluster environment is given."""
+    from lightning_fabric.plugins.environments.cluster_environment import ClusterEnvironment
+    from lightning_fabric.plugins.environments.slurm import SLURMEnvironment
+
+    if any(isinstance(p, ClusterEnvironment) for p in plugins) or not SLURMEnvironment.detect():
+        return []
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
 def run_cli(args: Sequence[str]) -> int:
     """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``) with medimg's defaults.
 
     ``args`` is the whole command line. It is placed in ``sys.argv`` for the duration of the run (and the old
     value restored), exactly as if typed in a shell: Lightning's DDP launcher starts the other ranks by re-running
     ``sys.argv``, and in a notebook ``sys.argv`` would otherwise hold the kernel's own arguments.
+
+    Returns 0, or :data:`~medimg.tasks.preemption.EXIT_REQUEUE` (75) when ``fit`` stopped after the warning
+    signal with a checkpoint to resume from.
     """
     import sys
 
+    from medimg.tasks import preemption
+
     saved = sys.argv
     sys.argv = [saved[0] if saved else "medimg", *args]
+    handler = bool(args) and args[0] == "fit" and preemption.install_handler()
     try:
         _run()
+    except preemption.Preempted as exc:
+        print(f"medimg: preempted: {exc}; exit status {preemption.EXIT_REQUEUE}", file=sys.stderr)
+        return preemption.EXIT_REQUEUE
     finally:
         sys.argv = saved
+        if handler:
+            preemption.restore_handler()
     return 0
 
 
