@@ -45,3 +45,37 @@ def test_bad_case_lists_are_config_errors(tmp_path):
         read_csv_manifest(tmp_path / "cases.csv")
     with pytest.raises(ConfigError, match="fold must be"):
         kfold_split(5, 5, 7)
+
+
+def test_nnunet_raw_layout_is_read_as_it_is(tmp_path):
+    from medimg.data.datasets import read_dataset, read_nnunet_raw
+    from medimg.data.phantoms import make_phantom_nnunet
+    from medimg.transforms.pipelines import LoadVolumed
+
+    root = make_phantom_nnunet(tmp_path / "Dataset007_Two", n_cases=3, shape=(12, 10, 6), channels=("CT", "PET"))
+    cases = read_dataset(root)
+    assert cases == read_nnunet_raw(root)
+    assert len(cases.training) == 3 and cases.in_channels == 2 and cases.labels == {0: "background", 1: "organ"}
+    first = cases.training[0]
+    assert [p.rsplit("/", 1)[1] for p in first["image"]] == ["Phantom_000_0000.nii.gz", "Phantom_000_0001.nii.gz"]
+    assert first["label"].endswith("labelsTr/Phantom_000.nii.gz")
+    item = LoadVolumed(["image", "label"])(first)
+    assert tuple(item["image"].shape) == (2, 12, 10, 6) and tuple(item["label"].shape) == (1, 12, 10, 6)
+    assert len(cases.digest()) == 64
+
+
+def test_nnunet_raw_bad_layouts_are_config_errors(tmp_path):
+    import json
+
+    from medimg.data.datasets import read_nnunet_raw
+    from medimg.data.phantoms import make_phantom_nnunet
+
+    root = make_phantom_nnunet(tmp_path / "Dataset008_Bad", n_cases=2, shape=(8, 8, 4))
+    (root / "labelsTr" / "Phantom_001.nii.gz").unlink()
+    with pytest.raises(ConfigError, match="case Phantom_001 has no label"):
+        read_nnunet_raw(root)
+    spec = json.loads((root / "dataset.json").read_text())
+    spec["labels"] = {"background": 0, "whole": [1, 2]}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match="region"):
+        read_nnunet_raw(root)

@@ -1,7 +1,10 @@
 """Small datasets made on the spot, in the Medical Segmentation Decathlon layout (no download).
 
 * :func:`make_phantom_msd`: CT-like volumes (body ellipsoid in soft tissue HU, a brighter "organ" ellipsoid
-  at a random place and size, noise) with the organ as label 1. Seconds to make; used by the tests.
+  at a random place and size, noise) with the organ as label 1. Seconds to make; used by the tests. Options
+  add look-alike distractors (elongated blobs of the organ's intensity, not labelled), MR-like intensities,
+  case-to-case size jitter, and the nnU-Net v2 raw layout (:func:`make_phantom_nnunet`, optionally with a
+  second channel).
 * :func:`make_mni_msd`: a brain-tissue task from nilearn's MNI152 T1 template and its grey/white-matter maps
   (shipped inside the nilearn wheel): each case is the template under a random rigid motion, scaling,
   bias field and noise; label 1 = brain tissue (GM + WM > 0.5). Used by ``medimg demo``.
@@ -19,7 +22,7 @@ import numpy.typing as npt
 from medimg.io.atomic import atomic_write_text
 from medimg.io.volume import Volume
 
-__all__ = ["make_mni_msd", "make_phantom_msd"]
+__all__ = ["make_mni_msd", "make_phantom_msd", "make_phantom_nnunet"]
 
 
 def _write_msd(
@@ -68,23 +71,63 @@ def _ellipsoid(shape: tuple[int, int, int], center: npt.ArrayLike, radii: npt.Ar
     return np.asarray(dist <= 1.0, dtype=bool)
 
 
+#: (background, body, organ) intensities and noise: CT in HU, MR (and any other modality) in arbitrary units
+PHANTOM_INTENSITIES: dict[str, tuple[float, float, float, float]] = {
+    "CT": (-1000.0, 40.0, 120.0, 15.0),
+    "MR": (0.0, 300.0, 520.0, 30.0),
+}
+
+
 def phantom_case(
     rng: np.random.Generator,
     shape: tuple[int, int, int] = (48, 48, 32),
     spacing: tuple[float, float, float] = (1.5, 1.5, 2.0),
+    distractors: int = 0,
+    modality: str = "CT",
 ) -> tuple[Volume, Volume]:
-    """One CT-like phantom (int16 HU) and its organ label (uint8)."""
+    """One phantom (CT: int16 HU; MR: float32) and its organ label (uint8).
+
+    ``distractors`` elongated blobs with the organ's intensity but another shape (3:1 ellipsoids) are placed
+    in the body away from the organ and are not labelled: intensity alone cannot separate them.
+    """
+    bg, body_value, organ_value, noise = PHANTOM_INTENSITIES["CT" if modality == "CT" else "MR"]
     shape_a = np.asarray(shape, dtype=float)
     body = _ellipsoid(shape, shape_a / 2, shape_a * [0.45, 0.4, 0.48])
     center = shape_a / 2 + rng.uniform(-0.15, 0.15, 3) * shape_a
-    organ = _ellipsoid(shape, center, shape_a * rng.uniform(0.12, 0.2, 3)) & body
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    hu[body] = 40.0
-    hu[organ] = 120.0
-    hu += rng.normal(0, 15, size=shape).astype(np.float32)
+    organ_radii = shape_a * rng.uniform(0.12, 0.2, 3)
+    organ = _ellipsoid(shape, center, organ_radii) & body
+    keep_out = _ellipsoid(shape, center, organ_radii + 3)
+    image = np.full(shape, bg, dtype=np.float32)
+    image[body] = body_value
+    for _ in range(distractors):
+        long_axis = int(rng.integers(0, 3))
+        radii = shape_a * rng.uniform(0.04, 0.06, 3)
+        radii[long_axis] *= 3
+        where = shape_a / 2 + rng.uniform(-0.3, 0.3, 3) * shape_a
+        image[_ellipsoid(shape, where, radii) & body & ~keep_out] = organ_value
+    image[organ] = organ_value
+    image += rng.normal(0, noise, size=shape).astype(np.float32)
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = -shape_a * spacing / 2
-    return Volume(np.rint(hu).astype(np.int16), affine, {"modality": "CT"}), Volume(organ.astype(np.uint8), affine)
+    array = np.rint(image).astype(np.int16) if modality == "CT" else image
+    return Volume(array, affine, {"modality": modality}), Volume(organ.astype(np.uint8), affine)
+
+
+def _phantom_cases(
+    n: int,
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    distractors: int,
+    modality: str,
+    jitter: float,
+) -> list[tuple[Volume, Volume]]:
+    out = []
+    for _ in range(n):
+        scale = rng.uniform(1 - jitter, 1 + jitter, 3) if jitter else np.ones(3)
+        case_shape = tuple(max(round(s * f), 1) for s, f in zip(shape, scale, strict=True))
+        out.append(phantom_case(rng, case_shape, spacing, distractors, modality))  # type: ignore[arg-type]
+    return out
 
 
 def make_phantom_msd(
@@ -94,12 +137,58 @@ def make_phantom_msd(
     shape: tuple[int, int, int] = (48, 48, 32),
     spacing: tuple[float, float, float] = (1.5, 1.5, 2.0),
     seed: int = 0,
+    distractors: int = 0,
+    modality: str = "CT",
+    jitter: float = 0.0,
 ) -> Path:
-    """Write an MSD-layout phantom CT dataset under ``root``; returns ``root``."""
+    """Write an MSD-layout phantom dataset under ``root``; returns ``root``.
+
+    ``jitter`` varies each case's shape by up to that fraction per axis (0.1: +-10 %).
+    """
     rng = np.random.default_rng(seed)
-    cases = [phantom_case(rng, shape, spacing) for _ in range(n_cases)]
-    held_out = [phantom_case(rng, shape, spacing) for _ in range(n_test)]
-    return _write_msd(Path(root), cases, held_out, "Phantom", {"0": "background", "1": "organ"}, "CT")
+    cases = _phantom_cases(n_cases + n_test, rng, shape, spacing, distractors, modality, jitter)
+    labels = {"0": "background", "1": "organ"}
+    return _write_msd(Path(root), cases[:n_cases], cases[n_cases:], "Phantom", labels, modality)
+
+
+def make_phantom_nnunet(
+    root: str | os.PathLike[str],
+    n_cases: int = 6,
+    shape: tuple[int, int, int] = (48, 48, 32),
+    spacing: tuple[float, float, float] = (1.5, 1.5, 2.0),
+    seed: int = 0,
+    channels: tuple[str, ...] = ("CT",),
+    distractors: int = 0,
+    jitter: float = 0.0,
+) -> Path:
+    """Write a phantom dataset in nnU-Net v2's raw layout under ``root`` (name it ``DatasetNNN_Name``).
+
+    ``imagesTr/Phantom_XXX_CCCC.nii.gz`` is channel ``CCCC`` (each further channel is the first one with other
+    noise and a different contrast), ``labelsTr/Phantom_XXX.nii.gz`` the label; ``dataset.json`` has
+    ``channel_names``, ``labels`` and ``file_ending`` as nnU-Net v2 writes them.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    cases = _phantom_cases(n_cases, rng, shape, spacing, distractors, channels[0], jitter)
+    for i, (img, lab) in enumerate(cases):
+        name = f"Phantom_{i:03d}"
+        img.save(root / "imagesTr" / f"{name}_0000.nii.gz")
+        for c in range(1, len(channels)):
+            extra = np.asarray(img.array, dtype=np.float32) * (0.5 + 0.25 * c) + rng.normal(0, 10, img.shape)
+            Volume(extra.astype(np.float32), img.affine).save(root / "imagesTr" / f"{name}_{c:04d}.nii.gz")
+        lab.save(root / "labelsTr" / f"{name}.nii.gz")
+    spec = {
+        "channel_names": {str(c): m for c, m in enumerate(channels)},
+        "labels": {"background": 0, "organ": 1},
+        "numTraining": n_cases,
+        "file_ending": ".nii.gz",
+        "name": root.name,
+        "description": "generated by medimg.data.phantoms",
+    }
+    atomic_write_text(root / "dataset.json", json.dumps(spec, indent=2))
+    return root
 
 
 def mni_case(

@@ -83,8 +83,8 @@ class SegmentationTask(pl.LightningModule):
         return self.hparams
 
     def setup(self, stage: str) -> None:
-        """Take the data module's preprocessing into the hyper-parameters (so checkpoints carry it) and check
-        that the data has as many classes as the network has outputs."""
+        """Take the data module's preprocessing and class names into the hyper-parameters (so checkpoints carry
+        them) and check that the data has as many classes and channels as the network."""
         from medimg.errors import ConfigError
 
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -93,11 +93,20 @@ class SegmentationTask(pl.LightningModule):
         prep = getattr(dm, "preprocessing", None)
         if prep is not None:
             self.hparams["preprocessing"] = prep.as_dict()
+        cases = getattr(dm, "cases", None)
+        if cases is not None:  # class names travel with the checkpoint (DICOM SEG segment labels, reports)
+            self.hparams["labels"] = {int(k): str(v) for k, v in cases.labels.items()}
         n = getattr(dm, "num_classes", None)
         if n is not None and n != self.hp.num_classes:
             raise ConfigError(
                 f"the dataset has {n} classes (labels in dataset.json) but model.num_classes is "
                 f"{self.hp.num_classes}; set --model.num_classes {n}"
+            )
+        c = getattr(dm, "in_channels", None)
+        if c is not None and c != self.hp.in_channels:
+            raise ConfigError(
+                f"the dataset has {c} image channel(s) (channel_names / modality in dataset.json) but "
+                f"model.in_channels is {self.hp.in_channels}; set --model.in_channels {c}"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,14 +6,16 @@ checkpoint, so ``medimg segment`` applies exactly what training applied.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-__all__ = ["LoadVolumed", "Preprocessing", "augmentation", "preprocessing"]
+__all__ = ["LoadVolumed", "Preprocessing", "augmentation", "check_same_grid", "preprocessing"]
 
 
 @dataclass(frozen=True)
@@ -23,20 +25,28 @@ class Preprocessing:
     Attributes:
         spacing: target voxel size in mm (RAS axis order), e.g. the MONAI spleen tutorial's (1.5, 1.5, 2.0).
         intensity: ``"ct"`` clips to ``ct_window`` (Hounsfield units) and scales it to [0, 1];
-            ``"mr"`` z-scores the non-zero voxels; ``"none"`` leaves values alone.
+            ``"ct_zscore"`` clips to ``ct_window`` and z-scores with the dataset's ``ct_stats`` (nnU-Net's CT
+            scheme: window = the 0.5 / 99.5 percentiles of the foreground HU over the whole dataset, mean and
+            standard deviation of the foreground); ``"mr"`` z-scores the non-zero voxels of each image and
+            channel; ``"none"`` leaves values alone.
         ct_window: (lower, upper) HU of the CT window.
+        ct_stats: (mean, standard deviation) in HU for ``"ct_zscore"``.
         crop_foreground: crop to the bounding box of voxels above the window's lower bound (CT) / non-zero.
         patch_size: volumes smaller than this are padded to it, so random patches always fit.
     """
 
     spacing: tuple[float, float, float] = (1.5, 1.5, 2.0)
-    intensity: Literal["ct", "mr", "none"] = "ct"
+    intensity: Literal["ct", "ct_zscore", "mr", "none"] = "ct"
     ct_window: tuple[float, float] = (-57.0, 164.0)
     crop_foreground: bool = False
     patch_size: tuple[int, int, int] = (96, 96, 96)
+    ct_stats: tuple[float, float] = (0.0, 1.0)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.intensity != "ct_zscore":  # keeps the cache keys (and checkpoints) of the older modes unchanged
+            d.pop("ct_stats")
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
@@ -44,12 +54,23 @@ class Preprocessing:
         kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kwargs)
 
+    @property
+    def background_threshold(self) -> float:
+        """Negative patches are centred on background voxels brighter than this: 0 in ``"ct"`` mode (above the
+        window's lower bound, inside the body); anywhere for ``"ct_zscore"``, whose narrow foreground window
+        would otherwise leave only foreground look-alikes (nnU-Net samples background patches uniformly)."""
+        return float("-inf") if self.intensity == "ct_zscore" else 0.0
+
 
 class LoadVolumed:
     """Load ``keys`` with :func:`medimg.io.load` (DICOM folder, DICOM file or NIfTI) into channel-first MetaTensors.
 
     Hand-written rather than MONAI's ``LoadImaged`` so that DICOM goes through medimg's checked geometry
     (slice order, gaps, tilt) instead of MONAI's reader, which sorts by InstanceNumber.
+
+    A list of paths under a key is a multi-channel image (nnU-Net v2's ``case_0000``, ``case_0001``, ...): the
+    files are stacked as channels and must share one voxel grid. Every key after the first must lie on the first
+    key's grid (a label on another grid than its image is refused with :class:`~medimg.errors.ConfigError`).
     """
 
     def __init__(self, keys: Sequence[str], allow_missing_keys: bool = False) -> None:
@@ -62,22 +83,47 @@ class LoadVolumed:
         from medimg.io import load
 
         d = dict(data)
+        grid: tuple[str, Any] | None = None
         for key in self.keys:
             if key not in d:
                 if self.allow_missing_keys:
                     continue
                 raise KeyError(key)
-            vol = load(d[key])
-            array = np.asarray(vol.array)
-            if array.ndim == 3:
-                array = array[np.newaxis]
-            else:  # (i, j, k, c) -> (c, i, j, k)
-                array = np.moveaxis(array, -1, 0)
-            meta = {"filename_or_obj": str(d[key]), "original_affine": vol.affine, "spatial_shape": vol.shape[:3]}
-            d[key] = MetaTensor(
-                torch.as_tensor(array.astype(np.float32)), affine=torch.as_tensor(vol.affine), meta=meta
-            )
+            paths = [d[key]] if isinstance(d[key], (str, os.PathLike)) else list(d[key])
+            arrays, affine, shape = [], None, None
+            for path in paths:
+                vol = load(path)
+                if grid is None:
+                    grid = (str(path), vol)
+                else:
+                    check_same_grid(grid[1], vol, grid[0], str(path))
+                array = np.asarray(vol.array)
+                arrays.append(array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0))  # (c, i, j, k)
+                affine, shape = vol.affine, vol.shape[:3]
+            first = str(paths[0])
+            meta = {"filename_or_obj": first, "original_affine": affine, "spatial_shape": shape}
+            stacked = np.concatenate(arrays, axis=0).astype(np.float32)
+            d[key] = MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(affine), meta=meta)
         return d
+
+
+#: largest difference (mm) between two affines' entries for them to describe the same voxel grid
+GRID_TOLERANCE_MM = 1e-3
+
+
+def check_same_grid(reference: Any, other: Any, reference_path: str, other_path: str) -> None:
+    """Raise :class:`~medimg.errors.ConfigError` unless two :class:`~medimg.io.Volume` share one voxel grid
+    (same (i, j, k) shape, affines equal to :data:`GRID_TOLERANCE_MM`)."""
+    from medimg.errors import ConfigError
+
+    same_shape = tuple(reference.shape[:3]) == tuple(other.shape[:3])
+    if not same_shape or not np.allclose(reference.affine, other.affine, atol=GRID_TOLERANCE_MM):
+        raise ConfigError(
+            f"voxel grid {tuple(other.shape[:3])} (spacing {tuple(round(s, 4) for s in other.spacing)} mm) differs "
+            f"from {Path(reference_path).name}'s {tuple(reference.shape[:3])} "
+            f"(spacing {tuple(round(s, 4) for s in reference.spacing)} mm); resample it onto the image's grid",
+            other_path,
+        )
 
 
 def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *, load: bool = True) -> Any:
@@ -99,6 +145,12 @@ def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *,
     if p.intensity == "ct":
         lo, hi = p.ct_window
         steps.append(T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+    elif p.intensity == "ct_zscore":
+        # clip to the window, then (HU - mean) / std: one linear map of [lo, hi] onto [z(lo), z(hi)], clipped
+        lo, hi = p.ct_window
+        mean, std = p.ct_stats
+        z_lo, z_hi = (lo - mean) / std, (hi - mean) / std
+        steps.append(T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=z_lo, b_max=z_hi, clip=True))
     elif p.intensity == "mr":
         steps.append(T.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
     if p.crop_foreground:
@@ -108,9 +160,19 @@ def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *,
     return T.Compose(steps)
 
 
-def augmentation(patch_size: Sequence[int], samples_per_volume: int = 4, pos: float = 1.0, neg: float = 1.0) -> Any:
+def augmentation(
+    patch_size: Sequence[int],
+    samples_per_volume: int = 4,
+    pos: float = 1.0,
+    neg: float = 1.0,
+    image_threshold: float = 0.0,
+) -> Any:
     """The random part, per step: label-balanced patches (RandCropByPosNegLabeld), flips, 90-degree rotations,
-    intensity scale/shift -- the MONAI spleen tutorial's recipe."""
+    intensity scale/shift -- the MONAI spleen tutorial's recipe.
+
+    ``pos / (pos + neg)`` of the patches are centred on a foreground voxel; the others on a background voxel whose
+    (preprocessed) intensity is above ``image_threshold`` (0 = above the CT window's lower bound in ``"ct"`` mode).
+    """
     from monai import transforms as T
 
     keys = ["image", "label"]
@@ -124,12 +186,13 @@ def augmentation(patch_size: Sequence[int], samples_per_volume: int = 4, pos: fl
                 neg=neg,
                 num_samples=samples_per_volume,
                 image_key="image",
-                image_threshold=0,
+                image_threshold=image_threshold,
             ),
             T.RandFlipd(keys=keys, prob=0.1, spatial_axis=0),
             T.RandFlipd(keys=keys, prob=0.1, spatial_axis=1),
             T.RandFlipd(keys=keys, prob=0.1, spatial_axis=2),
-            T.RandRotate90d(keys=keys, prob=0.1, max_k=3),
+            # quarter turns in the first two axes only keep the batch's shape when the patch is square there
+            *([T.RandRotate90d(keys=keys, prob=0.1, max_k=3)] if patch_size[0] == patch_size[1] else []),
             T.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         ]
