@@ -47,7 +47,7 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)
-	for b in io models train explain; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
+	for b in io models train explain dicom_seg plan; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

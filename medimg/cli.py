@@ -25,7 +25,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
     found = scan(args.path)
     if args.json:
-        print(json.dumps([s.summary() for s in found], indent=2))
+        print(json.dumps([s.summary() for s in found] + [d.summary() for d in found.derived], indent=2))
     else:
         print(found.table())
         if found.skipped:
@@ -43,9 +43,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         series=args.series,
         include_localizers=args.include_localizers,
         uneven=args.uneven,
+        split_4d=args.split_4d,
     )
     for path in report.written:
         print(f"wrote {path}")
+    for key, notes in report.notes.items():
+        for note in notes:
+            print(f"note {key}: {note}")
     for key, why in report.skipped.items():
         print(f"skipped {key}: {why}")
     for key, why in report.refused.items():
@@ -60,15 +64,67 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from medimg.plan import plan_dataset
+
+    plan, path = plan_dataset(
+        args.dataset_dir, args.out, device=args.device, gpu_memory=args.gpu_memory, time_budget=args.time_budget
+    )
+    print("\n".join(plan.summary))
+    print(f"wrote {path}; train with: medimg fit --config {path}")
+    return 0
+
+
 def _lightning(argv: list[str]) -> int:
-    """fit / validate / test: LightningCLI, with MedimgError turned into one line and exit code 2."""
+    """fit / validate / test: LightningCLI, with MedimgError turned into one line and exit code 2.
+
+    ``medimg fit --data.dataset_dir DIR`` without ``--config`` plans first (:mod:`medimg.plan`), prints the plan
+    and fits with it; the other options still override the planned values.
+    """
     try:
         from medimg.tasks.lightning_cli import run_cli
 
+        if argv[0] == "fit" and _needs_plan(argv[1:]):
+            argv = _plan_for_fit(argv)
         return run_cli(argv)
     except MedimgError as exc:
         print(f"medimg: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _needs_plan(argv: list[str]) -> bool:
+    has_config = any(a == "--config" or a.startswith("--config=") or a == "-c" for a in argv)
+    return not has_config and _option(argv, "--data.dataset_dir") is not None
+
+
+def _plan_for_fit(argv: list[str]) -> list[str]:
+    """Plan the dataset of ``--data.dataset_dir`` (for ``--trainer.accelerator`` and ``--trainer.max_time``)
+    and put the plan's YAML in front of the other options."""
+    from pathlib import Path
+
+    from medimg.plan import plan_dataset
+
+    rest = argv[1:]
+    dataset = str(_option(rest, "--data.dataset_dir"))
+    accelerator = _option(rest, "--trainer.accelerator")
+    device = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}.get(accelerator or "")
+    root = _option(rest, "--trainer.default_root_dir") or f"outputs/runs/plan_{Path(dataset).resolve().name}"
+    plan, path = plan_dataset(
+        dataset, Path(root) / "plan.yaml", device=device, time_budget=_option(rest, "--trainer.max_time")
+    )
+    print("medimg: no --config given; planned the dataset first:")
+    print("\n".join(f"  {line}" for line in plan.summary))
+    print(f"  (plan written to {path}; reuse it with --config {path})")
+    return ["fit", "--config", str(path), "--trainer.default_root_dir", root, *rest]
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
@@ -86,6 +142,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from medimg.explain.api import explain_case
 
+    if args.out.lower().endswith(".dcm"):  # a Parametric Map needs the DICOM source: refuse before computing
+        from medimg.io.seg import source_slices
+
+        source_slices(args.input, purpose="a DICOM Parametric Map")
     ex = explain_case(args.ckpt, args.input, args.label, method=args.method, layer=args.layer)
     ex.save(args.out)
     print(f"wrote {args.out}: {ex.method} of class {ex.label} on layer {ex.layer}")
@@ -129,12 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="error",
         help="uneven slice gaps: refuse (default) or interpolate onto a regular grid",
     )
+    p.add_argument("--split-4d", action="store_true", help="write each volume of a 4D series as its own 3D file")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("segment", help="segment a DICOM folder or NIfTI with a trained checkpoint")
     p.add_argument("ckpt", help="checkpoint written by `medimg fit`")
     p.add_argument("input", help="DICOM folder/file or .nii/.nii.gz")
-    p.add_argument("output", help="mask to write (.nii.gz), in the input's geometry")
+    p.add_argument(
+        "output", help="mask to write (.nii.gz), in the input's geometry; .dcm writes a DICOM SEG of a DICOM input"
+    )
     p.add_argument("--precision", default="32", choices=("32", "bf16-mixed", "16-mixed"))
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.set_defaults(func=_cmd_segment)
@@ -145,11 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="checkpoint written by `medimg fit`")
     p.add_argument("--input", required=True, help="DICOM folder/file or .nii/.nii.gz")
     p.add_argument("--label", type=int, default=1, help="class to explain (default 1)")
-    p.add_argument("--out", required=True, help="heatmap to write (.nii.gz), in the input's geometry")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="heatmap to write (.nii.gz), in the input's geometry; .dcm writes a DICOM Parametric Map of a DICOM input",
+    )
     p.add_argument("--png", help="also write a three-plane PNG into this folder")
     p.add_argument("--method", default="hirescam", choices=("hirescam", "gradcam", "gradcampp", "occlusion"))
     p.add_argument("--layer", help="target layer (default: the last convolution before the output block)")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser(
+        "plan", help="fingerprint a dataset and write a training config planned for it (nnU-Net's rules)"
+    )
+    p.add_argument("dataset_dir", help="dataset folder with dataset.json (MSD or nnU-Net v2 raw layout)")
+    p.add_argument("--out", help="YAML to write (default: configs/plan_<dataset name>.yaml)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--gpu-memory", help="plan for a GPU with this much memory, e.g. 24GB")
+    budget.add_argument("--device", choices=("cpu", "cuda"), help="plan for this device (default: a GPU if any)")
+    p.add_argument("--time-budget", help="training time, e.g. 2h, 90m, 00:02:00:00 (default: 1h CPU, 24h GPU)")
+    p.set_defaults(func=_cmd_plan)
 
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)

@@ -4,9 +4,11 @@
    units; convert the usable series to NIfTI with sidecars;
 2. build the MNI152 brain-tissue task (nilearn's template, MSD layout) and write its held-out case as a
    DICOM MR series, as a scanner would send it;
-3. train a small 3D U-Net on CPU with ``medimg fit`` (configs/demo_mni_brain.yaml);
-4. segment the held-out DICOM series with the best checkpoint and report its Dice;
-5. explain the segmentation (HiResCAM heatmap, randomisation sanity check) and write an HTML review page.
+3. plan the task from its fingerprint (``medimg plan``, 40 s of CPU training) and train it with ``medimg fit``;
+4. segment the held-out DICOM series with the best checkpoint and report its Dice; write the mask as NIfTI and
+   as a DICOM SEG referencing the series (``*_seg.dcm``);
+5. explain the segmentation (HiResCAM heatmap, randomisation sanity check), write the heatmap as NIfTI and as a
+   DICOM Parametric Map (``*_heatmap.dcm``), and write an HTML review page.
 
 Everything goes under ``outputs/demo/``.
 """
@@ -28,7 +30,7 @@ __all__ = ["ensure_demo_model", "run_demo"]
 
 
 def ensure_demo_model(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, Path]:
-    """The demo's trained brain model and held-out case, training it (about 30 s on CPU) only if missing.
+    """The demo's trained brain model and held-out case, training it (about a minute on CPU) only if missing.
 
     Returns paths: ``checkpoint``, ``image`` (held-out NIfTI), ``dicom`` (the same case as a DICOM series),
     ``label`` (its reference mask).
@@ -87,20 +89,25 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     _write_mr_series(load(held_image), dicom_dir)
     print(f"      held-out case written as a DICOM MR series: {dicom_dir}")
 
-    print("\n[5/7] training a 3D U-Net on CPU (medimg fit --config configs/demo_mni_brain.yaml)")
+    print(
+        f"\n[5/7] planning the task (medimg plan --device cpu --time-budget {DEMO_TIME_BUDGET}) and training it on CPU"
+    )
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
+    from medimg.plan import plan_dataset
     from medimg.tasks.lightning_cli import run_cli
 
+    plan, plan_path = plan_dataset(dataset, out / "plan.yaml", device="cpu", time_budget=DEMO_TIME_BUDGET)
+    print("\n".join(f"      {line}" for line in plan.summary) + f"\n      plan: {plan_path}")
     run_cli(
         [
             "fit",
             "--config",
-            str(_config("demo_mni_brain.yaml")),
-            "--data.dataset_dir",
-            str(dataset),
+            str(plan_path),
             "--trainer.default_root_dir",
             str(run),
+            "--trainer.enable_model_summary",
+            "false",
         ]
     )
     best = sorted((run / "checkpoints").glob("best-*.ckpt"))[-1]
@@ -113,18 +120,21 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     pred = np.asarray(mask.array) > 0
     dice = float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
     print(f"      Dice on the held-out case: {dice:.4f}  (mask: {out / 'MNI152Brain_008_mask.nii.gz'})")
+    seg_dcm = _write_seg(mask, dicom_dir, best, out / "MNI152Brain_008_seg.dcm")
+    print(f"      DICOM SEG referencing the held-out series: {seg_dcm}")
     print("\n[7/7] explaining the held-out segmentation (HiResCAM + randomisation check) and writing a review page")
     from medimg.explain.api import explain_case
     from medimg.review import FeedbackStore, export_report
 
     ex = explain_case(best, dicom_dir, 1)
     heat_path = ex.save(out / "MNI152Brain_008_heatmap.nii.gz")
+    heat_dcm = ex.save(out / "MNI152Brain_008_heatmap.dcm")  # the same map as a DICOM Parametric Map
     print(f"      {ex.sanity}")
     store = FeedbackStore(out / "reviews.sqlite")
     review_page = export_report(
         [("MNI152Brain_008", ex)], out / "review.html", store, labels={"MNI152Brain_008": load(held_label)}
     )
-    print(f"      heatmap: {heat_path}\n      review page: {review_page}")
+    print(f"      heatmap: {heat_path} (DICOM Parametric Map: {heat_dcm})\n      review page: {review_page}")
     summary: dict[str, object] = {
         "series_found": len(found),
         "converted": [str(p) for p in report.written] + [str(ct_path)],
@@ -133,6 +143,8 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
         "heldout_dice": round(dice, 4),
         "mask": str(out / "MNI152Brain_008_mask.nii.gz"),
         "heatmap": str(heat_path),
+        "seg_dcm": str(seg_dcm),
+        "heatmap_dcm": str(heat_dcm),
         "review_html": str(review_page),
         "sanity_rho": None if ex.sanity is None else round(ex.sanity.correlation, 4),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -140,6 +152,10 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(f"\ndemo done in {summary['seconds']} s; summary in {out / 'summary.json'}")
     return summary
+
+
+#: training time the demo's plan is made for (``medimg plan --time-budget``)
+DEMO_TIME_BUDGET = "40s"
 
 
 def _config(name: str) -> Path:
@@ -150,6 +166,15 @@ def _config(name: str) -> Path:
     from medimg.errors import ConfigError
 
     raise ConfigError(f"configs/{name} not found; run the demo from the medimg repository")
+
+
+def _write_seg(mask: Volume, dicom_dir: Path, ckpt: Path, out: Path) -> Path:
+    """The held-out mask as a DICOM SEG of its DICOM series, classes named from the training dataset.json."""
+    from medimg.io.seg import write_seg
+    from medimg.tasks.inference import algorithm_info, class_names, load_task
+
+    task = load_task(ckpt)
+    return write_seg(mask, dicom_dir, out, labels=class_names(task, ckpt), algorithm=algorithm_info(task, ckpt))
 
 
 def _write_mr_series(volume: Volume, folder: Path) -> None:

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from medimg.data.datasets import CaseList, kfold_split, read_csv_manifest, read_msd
+from medimg.data.datasets import CaseList, case_name, kfold_split, read_csv_manifest, read_dataset
 from medimg.errors import ConfigError
 from medimg.transforms.pipelines import Preprocessing, augmentation, preprocessing
 
@@ -64,12 +64,15 @@ class SegmentationDataModule(pl.LightningDataModule):
     augmentation run per step, re-seeded per epoch so that a resumed run repeats an uninterrupted one.
 
     Args:
-        dataset_dir: MSD folder with ``dataset.json``.
+        dataset_dir: folder with a ``dataset.json``, in the MSD or the nnU-Net v2 raw layout (multi-channel
+            cases become multi-channel inputs).
         manifest: CSV with ``image,label`` columns instead of ``dataset_dir``.
         cache_dir: where preprocessed cases go (default ``<dataset_dir>/.medimg_cache/<preprocessing hash>``).
         fold / num_folds: deterministic k-fold split of the training cases (``split_seed`` fixes it).
-        spacing, intensity, ct_window, crop_foreground, patch_size: see :class:`Preprocessing`.
+        spacing, intensity, ct_window, ct_stats, crop_foreground, patch_size: see :class:`Preprocessing`.
         samples_per_volume: random patches drawn from each volume per step (RandCropByPosNegLabeld).
+        pos_neg_ratio: foreground-centred to background-centred patches (0.5: a third of the patches are
+            centred on foreground, nnU-Net's oversampling).
         batch_size: volumes per batch (so ``batch_size * samples_per_volume`` patches).
         epoch_length: volumes drawn per epoch (default: the number of training cases); set it to decouple
             epochs from dataset size, as nnU-Net's 250 iterations per epoch do.
@@ -84,8 +87,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_folds: int = 5,
         split_seed: int = 0,
         spacing: tuple[float, float, float] = (1.5, 1.5, 2.0),
-        intensity: Literal["ct", "mr", "none"] = "ct",
+        intensity: Literal["ct", "ct_zscore", "mr", "none"] = "ct",
         ct_window: tuple[float, float] = (-57.0, 164.0),
+        ct_stats: tuple[float, float] = (0.0, 1.0),
         crop_foreground: bool = False,
         patch_size: tuple[int, int, int] = (96, 96, 96),
         samples_per_volume: int = 4,
@@ -99,8 +103,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if (dataset_dir is None) == (manifest is None):
             raise ConfigError("give exactly one of --data.dataset_dir (MSD folder) or --data.manifest (CSV)")
-        sp, win, patch = tuple(spacing), tuple(ct_window), tuple(patch_size)
-        self.preprocessing = Preprocessing(sp, intensity, win, crop_foreground, patch)  # type: ignore[arg-type]
+        sp, win, patch, stats = tuple(spacing), tuple(ct_window), tuple(patch_size), tuple(ct_stats)
+        self.preprocessing = Preprocessing(sp, intensity, win, crop_foreground, patch, stats)  # type: ignore[arg-type]
         self._cases: CaseList | None = None
         self.train_ds: Any = None
         self.val_ds: Any = None
@@ -114,12 +118,16 @@ class SegmentationDataModule(pl.LightningDataModule):
     def cases(self) -> CaseList:
         if self._cases is None:
             hp = self.hp
-            self._cases = read_msd(hp.dataset_dir) if hp.dataset_dir else read_csv_manifest(hp.manifest)
+            self._cases = read_dataset(hp.dataset_dir) if hp.dataset_dir else read_csv_manifest(hp.manifest)
         return self._cases
 
     @property
     def num_classes(self) -> int:
         return self.cases.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.cases.in_channels
 
     @property
     def cache_path(self) -> Path:
@@ -134,24 +142,40 @@ class SegmentationDataModule(pl.LightningDataModule):
         key = hashlib.sha256(json.dumps(self.preprocessing.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
         return base / key
 
-    def _dataset(self, items: list[dict[str, str]]) -> Any:
-        from monai.data import PersistentDataset
+    def _dataset(self, items: list[dict[str, Any]]) -> Any:
+        # MONAI's PersistentDataset with a lock per entry and atomic writes: ranks, nodes and jobs may start on
+        # the same empty cache (see medimg.data.cache for what MONAI's own class lacks)
+        from medimg.data.cache import SharedPersistentDataset
 
-        return PersistentDataset(items, transform=preprocessing(self.preprocessing), cache_dir=self.cache_path)
+        return SharedPersistentDataset(items, transform=preprocessing(self.preprocessing), cache_dir=self.cache_path)
 
     def prepare_data(self) -> None:
-        """Preprocess every training case once and cache it (runs in one process per node)."""
+        """Preprocess every training case once and cache it (runs in one process per node).
+
+        Each case is checked on the way, before any training step: its label values must be classes that
+        ``dataset.json`` declares and its channel count the same as the first case's (a label on another voxel
+        grid than its image is refused when it is loaded). The error names the case.
+        """
         self.cache_path.mkdir(parents=True, exist_ok=True)
         ds = self._dataset(self.cases.training)
+        channels: int | None = None
         for i in range(len(ds)):
-            ds[i]
+            item = ds[i]
+            case = self.cases.training[i]
+            channels = check_case(item, case, channels, self.cases.labels, self.cases.spec)
 
     def setup(self, stage: str | None = None) -> None:
         from monai.data import Dataset
 
         train_idx, val_idx = kfold_split(len(self.cases.training), self.hp.num_folds, self.hp.fold, self.hp.split_seed)
         cached = self._dataset(self.cases.training)
-        self.augment = augmentation(self.hp.patch_size, self.hp.samples_per_volume, self.hp.pos_neg_ratio, 1.0)
+        self.augment = augmentation(
+            self.hp.patch_size,
+            self.hp.samples_per_volume,
+            self.hp.pos_neg_ratio,
+            1.0,
+            image_threshold=self.preprocessing.background_threshold,
+        )
         self.train_ds = Dataset(_Subset(cached, train_idx), transform=self.augment)  # type: ignore[arg-type]
         self.val_ds = _Subset(cached, val_idx)
         self._generator = torch.Generator()
@@ -189,6 +213,26 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def manifest_digest(self) -> str:
         return self.cases.digest()
+
+
+def check_case(
+    item: dict[str, Any], case: dict[str, Any], channels: int | None, labels: dict[int, str], spec: Path | None
+) -> int:
+    """Refuse a preprocessed case whose label holds undeclared classes or whose channel count differs from
+    ``channels`` (the first case's); returns its channel count."""
+    name = case_name(case)
+    n = int(item["image"].shape[0])
+    if channels is not None and n != channels:
+        raise ConfigError(f"case {name} has {n} image channel(s), the first case has {channels}", case["label"])
+    values = {int(v) for v in torch.unique(item["label"]).tolist()}
+    extra = sorted(values - set(labels))
+    if extra:
+        raise ConfigError(
+            f"case {name}: label values {extra} are not classes in dataset.json's labels {sorted(labels)}; "
+            "add them to 'labels' or fix the label file",
+            case["label"],
+        )
+    return n
 
 
 class _Subset(torch.utils.data.Dataset[Any]):
