@@ -25,7 +25,7 @@ CPU_JOB = ["--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-
 # SMALL_FIT without its --config (the script's first argument) and with 2 steps per rank and epoch
 FIT_ARGS = [*SMALL_FIT[2:], "--data.epoch_length", "8", "--trainer.callbacks+=medimg.tasks.callbacks.WeightsDigest"]
 LR = 0.01  # SMALL_FIT's --model.lr
-EPOCHS = 3  # of the preempted job
+EPOCHS = 4  # of the preempted job (a signal seen at an epoch's last batch is acted on in the next epoch)
 JOB_TIMEOUT = 420  # seconds; a job here takes about one minute on 2 idle cores
 
 

@@ -107,12 +107,18 @@ class RequeueOnSignal(pl.Callback):
 
     The check is one all-reduce of a boolean per batch (Lightning already broadcasts its SIGTERM flag per
     batch the same way). The checkpoint is saved from ``on_train_batch_end``, a position Lightning's loops
-    resume from exactly: the next attempt starts with the following batch of the same epoch.
+    resume from exactly: the next attempt starts with the following batch of the same epoch. A signal seen at
+    the last batch of an epoch is acted on one batch later, after the epoch's validation and checkpoint.
     """
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # The epoch's last batch: a checkpoint here would be resumed as "epoch done" without the epoch's
+            # validation and end-of-epoch logging. Let the epoch finish and act after the next batch (every rank
+            # has the same number of batches, so all skip this decision together).
+            return
         if not trainer.strategy.reduce_boolean_decision(requested(), all=False):
             return
         path = _requeue_checkpoint_path(trainer)
