@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian_support import apt_install
+
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sacct", "squeue", "scancel", "sinfo")
 PACKAGES = ("slurm-wlm", "munge")
 END_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
@@ -32,24 +34,7 @@ def _exe(name: str) -> str | None:
 
 def ensure_installed() -> str | None:
     """Install slurm-wlm and munge with apt when missing; return why they cannot be had, or None."""
-    if all(_exe(d) for d in DAEMONS):
-        return None
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        return "slurm-wlm/munge are not installed and apt-get cannot run here (not root or no apt)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, check=False, timeout=600)
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=900,
-    )
-    missing = [d for d in DAEMONS if not _exe(d)]
-    if proc.returncode != 0 or missing:
-        return f"apt-get could not install {' '.join(PACKAGES)} (missing {missing}): {proc.stderr.strip()[-300:]}"
-    return None
+    return apt_install(PACKAGES, lambda: all(_exe(d) for d in DAEMONS), recommends=False)
 
 
 def _free_ports(n: int) -> list[int]:

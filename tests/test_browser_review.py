@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from debian_support import apt_install
 from tests_support import SMALL_FIT
 
 from medimg.data.phantoms import make_phantom_msd
@@ -31,22 +31,9 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _ensure_chromium() -> str:
-    if os.path.exists(CHROMIUM):
-        return CHROMIUM
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("Debian's chromium is not installed and apt-get cannot run here (not root / no apt)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, check=False, timeout=600)
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=900,
-    )
-    if proc.returncode != 0 or not os.path.exists(CHROMIUM):
-        pytest.skip(f"apt-get could not install chromium: {proc.stderr.strip()[-300:]}")
+    why = apt_install(["chromium"], lambda: os.path.exists(CHROMIUM))
+    if why:
+        pytest.skip(why)
     return CHROMIUM
 
 

@@ -8,7 +8,6 @@ writes goes through ``dciodvfy`` (Debian ``dicom3tools``, installed with apt whe
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +18,9 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import oblique_affine
+from debian_support import apt_install
 from pydicom.uid import generate_uid
+from test_io_reference import assert_same_image
 
 from medimg.errors import ImageValueError, MedimgError, SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load
@@ -37,25 +38,10 @@ ALGO = AlgorithmInfo("medimg unet", "0.1.0", {"net": "unet", "checkpoint_sha256"
 
 # ---------------------------------------------------------------------------------------------- dciodvfy
 def _ensure_dciodvfy() -> str:
-    exe = shutil.which("dciodvfy")
-    if exe:
-        return exe
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed and apt-get cannot run here")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, check=False, timeout=600)
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "dicom3tools"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=900,
-    )
-    exe = shutil.which("dciodvfy")
-    if proc.returncode != 0 or exe is None:
-        pytest.skip(f"apt-get could not install dicom3tools: {proc.stderr.strip()[-300:]}")
-    return exe
+    why = apt_install(["dicom3tools"], lambda: shutil.which("dciodvfy") is not None)
+    if why:
+        pytest.skip(why)
+    return str(shutil.which("dciodvfy"))
 
 
 @pytest.fixture(scope="session")
@@ -132,12 +118,7 @@ def _hd_volume_as_nifti(vol: hd.Volume) -> nib.Nifti1Image:
     return nib.Nifti1Image(array.astype(np.float64), lps_to_ras_affine(affine))
 
 
-def _same_image(volume: Volume, reference: nib.Nifti1Image) -> None:
-    ours = nib.as_closest_canonical(volume.to_nifti())
-    ref = nib.as_closest_canonical(reference)
-    assert ours.shape[:3] == ref.shape[:3]
-    np.testing.assert_allclose(ours.affine, ref.affine, atol=1e-3)
-    np.testing.assert_array_equal(np.asarray(ours.dataobj, dtype=np.float64), ref.get_fdata())
+_same_image = assert_same_image
 
 
 def _frames_sit_on_their_source_instances(seg_path: Path, source: Path, image: Volume, mask: np.ndarray) -> None:

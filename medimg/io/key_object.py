@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medimg.errors import MedimgError
 from medimg.io.atomic import atomic_path
+from medimg.io.seg.concepts import new_instance
 
 __all__ = ["write_key_objects"]
 
@@ -37,7 +38,6 @@ def write_key_objects(
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
 
     out = Path(out)
     if not referenced:
@@ -61,11 +61,7 @@ def write_key_objects(
         kos = hd.ko.KeyObjectSelectionDocument(
             evidence=evidence,
             content=content,
-            series_instance_uid=generate_uid(),
-            series_number=_KOS_SERIES_NUMBER,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer="medimg",
+            **new_instance(_KOS_SERIES_NUMBER),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise MedimgError(f"highdicom refused the Key Object Selection ({type(exc).__name__}: {exc})", out) from exc

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from medimg.errors import DicomReadError, ImageValueError, MedimgError
 from medimg.io.atomic import atomic_path
-from medimg.io.seg.concepts import AlgorithmInfo
+from medimg.io.seg.concepts import AlgorithmInfo, new_instance
 from medimg.io.seg.grid import frame_geometry, place_frames, referenced_series_uids
 from medimg.io.seg.source import PARAMETRIC_MAP_STORAGE, SourceSlices, check_on_grid, source_slices
 from medimg.io.series import Series
@@ -75,7 +75,6 @@ def write_parametric_map(
         SeriesGeometryError / SeriesSelectionError / MedimgError: see :func:`source_slices`.
     """
     import highdicom as hd
-    from pydicom.uid import generate_uid
 
     from medimg import __version__
 
@@ -117,11 +116,7 @@ def write_parametric_map(
         pm = hd.pm.ParametricMap(
             source_images=src.datasets,
             pixel_array=pixels,
-            series_instance_uid=generate_uid(),
-            series_number=series_number,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer="medimg",
+            **new_instance(series_number),
             manufacturer_model_name=algorithm.name[:_LO],
             software_versions=__version__,
             device_serial_number="0",

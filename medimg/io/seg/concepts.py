@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.sr.coding import Code
 
@@ -89,3 +90,17 @@ def class_concepts(name: str) -> tuple[Code, Code]:
     if keyword in _ABNORMAL:
         return codes.SCT.MorphologicallyAbnormalStructure, concept
     return codes.SCT.AnatomicalStructure, concept
+
+
+def new_instance(series_number: int) -> dict[str, Any]:
+    """The identity of a new derived object (SEG, Parametric Map, KOS) as highdicom's constructors take it: a new
+    series and instance UID, its series number, instance 1, manufacturer "medimg" -- one place for all writers."""
+    from pydicom.uid import generate_uid
+
+    return {
+        "series_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "sop_instance_uid": generate_uid(),
+        "instance_number": 1,
+        "manufacturer": "medimg",
+    }

@@ -28,7 +28,7 @@ import numpy as np
 
 from medimg.errors import ImageValueError, MedimgError
 from medimg.io.atomic import atomic_path
-from medimg.io.seg.concepts import AlgorithmInfo, class_concepts
+from medimg.io.seg.concepts import AlgorithmInfo, class_concepts, new_instance
 from medimg.io.seg.source import SourceSlices, check_on_grid, source_slices
 from medimg.io.series import Series
 from medimg.io.volume import Volume
@@ -70,7 +70,6 @@ def write_seg(
         SeriesGeometryError / SeriesSelectionError / MedimgError: see :func:`source_slices`.
     """
     import highdicom as hd
-    from pydicom.uid import generate_uid
 
     from medimg import __version__
 
@@ -94,11 +93,7 @@ def write_seg(
             pixel_array=frames,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
-            series_number=series_number,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer="medimg",
+            **new_instance(series_number),
             manufacturer_model_name=algorithm.name[:64],
             software_versions=__version__,
             device_serial_number="0",
