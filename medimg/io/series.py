@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydicom.uid import ParametricMapStorage, SegmentationStorage
 
 from medimg.io.dicom_header import PATIENT_GEOMETRY_MODALITIES, FileHeader, Frame
 from medimg.io.dicom_pixels import decoder_problem
-from medimg.io.geometry import Problem, StackGeometry, analyse_stack, same_orientation
+from medimg.io.geometry import GAP_ABS_TOL, Problem, StackGeometry, analyse_stack, same_orientation
 from medimg.io.orientation import affine_axcodes, lps_to_ras_affine
 
 __all__ = ["Series", "group_series"]
@@ -181,14 +182,12 @@ def _acquisition_order(part: list[Frame], attr: str) -> tuple[Any, ...]:
 
 def _same_positions(parts: list[list[Frame]]) -> bool | None:
     """True if every part covers the same slice positions, None if they overlap but some lack slices, else False."""
-    iop = parts[0][0].iop
-    assert iop is not None
-    normal = np.cross(iop[:3], iop[3:])
-    sets = [np.sort(np.array([np.dot(f.ipp or (0.0, 0.0, 0.0), normal) for f in p])) for p in parts]
-    if all(len(a) == len(sets[0]) and np.allclose(a, sets[0], atol=0.02) for a in sets):
+    normal = _normal(parts[0])
+    sets = [np.sort(_along(p, normal)) for p in parts]
+    if all(len(a) == len(sets[0]) and np.allclose(a, sets[0], atol=GAP_ABS_TOL) for a in sets):
         return True
-    union = np.unique(np.round(np.concatenate(sets) / 0.02))
-    if all(np.isin(np.round(a / 0.02), union).all() for a in sets) and max(map(len, sets)) == len(union):
+    union = np.unique(np.round(np.concatenate(sets) / GAP_ABS_TOL))
+    if all(np.isin(np.round(a / GAP_ABS_TOL), union).all() for a in sets) and max(map(len, sets)) == len(union):
         return None
     return False
 
@@ -212,21 +211,33 @@ def _natural(value: Any) -> tuple[int, float | str]:
         return (1, str(value))
 
 
-def _unique_positions(frames: list[Frame]) -> bool:
+def _normal(frames: list[Frame]) -> npt.NDArray[np.float64]:
+    """The slice normal (row x column direction, not normalised) of the first frame's orientation."""
     iop = frames[0].iop
     assert iop is not None
-    normal = np.cross(iop[:3], iop[3:])
-    along = np.sort(np.array([np.dot(f.ipp, normal) for f in frames if f.ipp is not None]))
-    return bool(np.all(np.diff(along) > 0.02))
+    return np.cross(iop[:3], iop[3:])
+
+
+def _along(frames: list[Frame], normal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each positioned frame's Image Position (Patient) projected on ``normal`` (mm), in frame order."""
+    return np.array([np.dot(f.ipp, normal) for f in frames if f.ipp is not None], dtype=float)
+
+
+def _unique_positions(frames: list[Frame]) -> bool:
+    return bool(np.all(np.diff(np.sort(_along(frames, _normal(frames)))) > GAP_ABS_TOL))
 
 
 _DIFFUSION_WORDS = re.compile(r"(?<![a-z])(dwi|dti|diff|adc|trace)", re.IGNORECASE)
 
 
-#: Objects that carry pixels but are not images of the patient: DICOM SEG (incl. Label Map Segmentation,
-#: 1.2.840.10008.5.1.4.1.1.66.7, not yet named in pydicom) and Parametric Map. ``medimg scan`` lists them apart
-#: (:mod:`medimg.io.seg.listing`) and ``medimg.load`` reads them with their own readers.
-DERIVED_SOP_CLASSES = frozenset({str(SegmentationStorage), "1.2.840.10008.5.1.4.1.1.66.7", str(ParametricMapStorage)})
+#: Segmentation Storage, Label Map Segmentation Storage (not yet named in pydicom), Parametric Map Storage
+#: (PS3.4 B.5).
+SEGMENTATION_STORAGE = str(SegmentationStorage)
+LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+PARAMETRIC_MAP_STORAGE = str(ParametricMapStorage)
+#: Objects that carry pixels but are not images of the patient, by SOP class, with their kind. ``medimg scan``
+#: lists them apart (:mod:`medimg.io.seg.listing`) and ``medimg.load`` reads them with their own readers.
+DERIVED_SOP_CLASSES = {SEGMENTATION_STORAGE: "SEG", LABELMAP_SEGMENTATION_STORAGE: "SEG", PARAMETRIC_MAP_STORAGE: "PM"}
 
 
 def group_series(headers: list[FileHeader]) -> list[Series]:
@@ -411,7 +422,7 @@ def _order_volumes(s: Series, geometry: StackGeometry) -> None:
     assert s.volumes is not None
     ordered = []
     for volume in s.volumes:
-        along = np.array([np.dot(f.ipp or (0.0, 0.0, 0.0), geometry.normal) for f in volume])
+        along = _along(volume, geometry.normal)  # every frame of a checked stack has a position
         ordered.append([volume[i] for i in np.argsort(along, kind="stable")])
     s.volumes = ordered
     s.frames = ordered[0]

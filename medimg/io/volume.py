@@ -19,6 +19,9 @@ __all__ = ["Volume", "read_nifti"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
+#: Largest difference (mm) between two affines' entries for them to describe the same voxel grid.
+GRID_TOLERANCE_MM = 1e-3
+
 
 @dataclass(frozen=True, eq=False)
 class Volume:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from medimg.io.volume import GRID_TOLERANCE_MM
+
 __all__ = ["LoadVolumed", "Preprocessing", "augmentation", "check_same_grid", "preprocessing"]
 
 
@@ -105,10 +107,6 @@ class LoadVolumed:
             stacked = np.concatenate(arrays, axis=0).astype(np.float32)
             d[key] = MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(affine), meta=meta)
         return d
-
-
-#: largest difference (mm) between two affines' entries for them to describe the same voxel grid
-GRID_TOLERANCE_MM = 1e-3
 
 
 def check_same_grid(reference: Any, other: Any, reference_path: str, other_path: str) -> None:

@@ -20,23 +20,25 @@ from pydicom.dataset import Dataset
 
 from medimg.errors import MedimgError, SeriesGeometryError, SeriesSelectionError
 from medimg.io.orientation import lps_to_ras_affine
-from medimg.io.series import Series
-from medimg.io.volume import NIFTI_SUFFIXES, Volume
+from medimg.io.series import (
+    DERIVED_SOP_CLASSES,
+    LABELMAP_SEGMENTATION_STORAGE,
+    PARAMETRIC_MAP_STORAGE,
+    SEGMENTATION_STORAGE,
+    Series,
+)
+from medimg.io.volume import GRID_TOLERANCE_MM, NIFTI_SUFFIXES, Volume
 
-__all__ = ["DERIVED_SOP_CLASSES", "SourceSlices", "check_on_grid", "source_slices"]
+__all__ = [
+    "DERIVED_SOP_CLASSES",
+    "LABELMAP_SEGMENTATION_STORAGE",
+    "PARAMETRIC_MAP_STORAGE",
+    "SEGMENTATION_STORAGE",
+    "SourceSlices",
+    "check_on_grid",
+    "source_slices",
+]
 
-#: Segmentation Storage, Label Map Segmentation Storage, Parametric Map Storage (PS3.4 B.5).
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
-PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
-DERIVED_SOP_CLASSES = {
-    SEGMENTATION_STORAGE: "SEG",
-    LABELMAP_SEGMENTATION_STORAGE: "SEG",
-    PARAMETRIC_MAP_STORAGE: "PM",
-}
-
-#: How far (mm) a written array's affine may be from the source grid's: the issue's round-trip tolerance.
-GRID_TOLERANCE_MM = 1e-3
 
 # Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) that highdicom copies
 # by attribute access; absent ones are added empty (a valid Type 2 value) on the in-memory header copy only.
@@ -151,11 +153,7 @@ def _pick_series(path: Path) -> Series:
     if not path.exists():
         raise MedimgError("no such file or folder", path)
     found = scan(path)
-    candidates = [
-        s
-        for s in found.series
-        if not s.localizer and s.header.has_pixels and s.header.sop_class not in DERIVED_SOP_CLASSES
-    ]
+    candidates = [s for s in found.series if not s.localizer and s.header.has_pixels]  # scan leaves SEG/PM out
     if not candidates:
         raise SeriesSelectionError("no DICOM image series found to reference", path)
     if len(candidates) > 1:
