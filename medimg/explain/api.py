@@ -15,16 +15,9 @@ from medimg.errors import MedimgError
 from medimg.explain.sanity import SanityResult, randomisation_check
 from medimg.explain.segmentation import segmentation_cam
 from medimg.io.volume import Volume
+from medimg.tasks.inference import file_sha256
 
 __all__ = ["Explanation", "default_layer", "explain_case", "file_sha256", "volume_sha256"]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def volume_sha256(volume: Volume) -> str:

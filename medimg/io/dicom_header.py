@@ -158,18 +158,6 @@ class FileHeader:
         return UID(self.transfer_syntax).name if self.transfer_syntax else "unknown"
 
 
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        seq = [float(v) for v in (value if isinstance(value, (list, tuple, Sequence)) else [value])]
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if len(seq) != n or not all(np.isfinite(seq)):
-        return None
-    return tuple(seq)
-
-
 def _raw_floats(value: Any) -> list[float] | None:
     """Every value of a numeric attribute as floats (non-finite kept), or None when unreadable."""
     if value is None:

@@ -17,7 +17,16 @@ from medimg.io.volume import Volume
 if TYPE_CHECKING:
     from medimg.io.seg import AlgorithmInfo
 
-__all__ = ["algorithm_info", "check_channels", "class_names", "load_task", "prepare", "segment", "to_input_grid"]
+__all__ = [
+    "algorithm_info",
+    "check_channels",
+    "class_names",
+    "file_sha256",
+    "load_task",
+    "prepare",
+    "segment",
+    "to_input_grid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +107,23 @@ def class_names(task: Any, ckpt: str | os.PathLike[str] | None = None) -> dict[i
     return {0: "background", **names}
 
 
-def algorithm_info(task: Any, ckpt: str | os.PathLike[str] | None = None) -> AlgorithmInfo:
-    """The :class:`~medimg.io.seg.AlgorithmInfo` of a checkpoint: net name, checkpoint SHA-256, medimg version."""
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file (a checkpoint), read in 1 MiB chunks: what ties an answer or a result to its model."""
     import hashlib
 
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def algorithm_info(task: Any, ckpt: str | os.PathLike[str] | None = None) -> AlgorithmInfo:
+    """The :class:`~medimg.io.seg.AlgorithmInfo` of a checkpoint: net name, checkpoint SHA-256, medimg version."""
     from medimg import __version__
     from medimg.io.seg import AlgorithmInfo as Info
 
-    digest = "unknown (task passed in memory)"
-    if ckpt is not None:
-        h = hashlib.sha256()
-        with open(ckpt, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
+    digest = "unknown (task passed in memory)" if ckpt is None else file_sha256(ckpt)
     net = str(task.hparams.get("net", "unknown"))
     return Info(f"medimg {net}", __version__, {"net": net, "checkpoint_sha256": digest})
 
