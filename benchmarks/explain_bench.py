@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import race, update_section
 
 from medimg.explain import GradCAM, class_score, region_score
-from medimg.models import backbone, segmentation_net
+from medimg.models import create_backbone, segmentation_net
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(2)
     x = torch.rand(1, 1, args.size, args.size, args.size)
 
-    clf = backbone("resnet18", num_classes=2, spatial_dims=3).eval()
+    clf = create_backbone("resnet18", num_classes=2, spatial_dims=3).eval()
     monai_cam = MonaiGradCAM(nn_module=clf, target_layers="net.layer4")
     ours = GradCAM(clf, "net.layer4")
 

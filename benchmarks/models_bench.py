@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import update_section
 
-from medimg.models import backbone, segmentation_net
+from medimg.models import create_backbone, segmentation_net
 from medimg.models.backbones import BACKBONES_2D
 
 
@@ -50,14 +50,14 @@ def main() -> None:
     rows = ["| model | input | params (M) | forward s | 3-channel copy s | ratio |", "|---|---|---|---|---|---|"]
     x2 = torch.rand(1, 1, 224, 224)
     for name in BACKBONES_2D:
-        one = backbone(name, num_classes=2)
-        three = backbone(name, num_classes=2, in_channels=3)
+        one = create_backbone(name, num_classes=2)
+        three = create_backbone(name, num_classes=2, in_channels=3)
         t1, t3 = timed(one, x2, args.repeats), timed(three, x2.repeat(1, 3, 1, 1), args.repeats)
         rows.append(f"| {name} (2D) | 1x224^2 | {params(one):.2f} | {t1:.3f} | {t3:.3f} | {t3 / t1:.2f}x |")
         print(rows[-1], flush=True)
     x3 = torch.rand(1, 1, 96, 96, 96)
     for name, kw in (("resnet10", {}), ("resnet18", {}), ("resnet18", {"inflate_from_2d": True})):
-        model = backbone(name, num_classes=2, spatial_dims=3, **kw)  # type: ignore[arg-type]
+        model = create_backbone(name, num_classes=2, spatial_dims=3, **kw)  # type: ignore[arg-type]
         label = f"{name} (3D{', inflated' if kw else ''})"
         rows.append(f"| {label} | 1x96^3 | {params(model):.2f} | {timed(model, x3, args.repeats):.3f} | - | - |")
         print(rows[-1], flush=True)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from medimg._version import __version__
 from medimg.errors import MedimgError
-
-__version__ = "0.1.0"
 
 __all__ = ["MedimgError", "Volume", "__version__", "load", "scan"]
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
+from tests_support import dcm2niix_executable
 
 from medimg.io import Volume
 
@@ -28,16 +26,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def oblique_affine(angles_deg: tuple[float, float, float], spacing: tuple[float, float, float], origin: npt.ArrayLike):
-    """A RAS affine with the given rotation (xyz Euler angles), voxel size and origin."""
-    from scipy.spatial.transform import Rotation
-
-    affine = np.eye(4)
-    affine[:3, :3] = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix() @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
-
-
 @pytest.fixture
 def phantom() -> Callable[..., Volume]:
     """Make an int16 volume with distinct values (random texture + a bright ball) and a given affine."""
@@ -53,13 +41,6 @@ def phantom() -> Callable[..., Volume]:
     return make
 
 
-def _dcm2niix() -> str:
-    exe = shutil.which("dcm2niix", path=str(Path(sys.executable).parent)) or shutil.which("dcm2niix")
-    if exe is None:
-        pytest.fail("dcm2niix (PyPI package 'dcm2niix', in requirements-dev.txt) is not installed")
-    return exe
-
-
 @pytest.fixture
 def dcm2niix(tmp_path: Path) -> Callable[[Path], list[Path]]:
     """Run the reference converter on a folder; return the NIfTI files it wrote (sorted)."""
@@ -68,7 +49,7 @@ def dcm2niix(tmp_path: Path) -> Callable[[Path], list[Path]]:
         out = tmp_path / f"dcm2niix_{folder.name}"
         out.mkdir()
         proc = subprocess.run(
-            [_dcm2niix(), "-z", "n", "-b", "n", "-f", "%s_%z", "-o", str(out), str(folder)],
+            [dcm2niix_executable(), "-z", "n", "-b", "n", "-f", "%s_%z", "-o", str(out), str(folder)],
             capture_output=True,
             text=True,
             check=False,

@@ -17,10 +17,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import oblique_affine
 from debian_support import apt_install
 from pydicom.uid import generate_uid
-from test_io_reference import assert_same_image
+from tests_support import assert_same_image, oblique_affine
 
 from medimg.errors import ImageValueError, MedimgError, SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load
@@ -28,6 +27,7 @@ from medimg.io.dicom_write import write_series
 from medimg.io.orientation import lps_to_ras_affine
 from medimg.io.parametric_map import read_parametric_map, write_parametric_map
 from medimg.io.seg import AlgorithmInfo, derived_objects, derived_table, read_seg, write_seg
+from medimg.viz.tables import scan_text
 
 SHAPE = (20, 24, 9)
 LABELS = {0: "background", 1: "spleen", 2: "liver", 3: "my lesion class"}
@@ -401,7 +401,7 @@ def test_scan_listing_names_the_referenced_series(tmp_path):
     result = scan(source)
     assert [s.key for s in result.series] == [series.key]  # SEG and PM are not image series
     assert [(d.kind, d.referenced_keys) for d in result.derived] == [("PM", (series.key,)), ("SEG", (series.key,))]
-    assert "SEG  seg.dcm  27 frames" in result.table()
+    assert "SEG  seg.dcm  27 frames" in scan_text(result)
     np.testing.assert_array_equal(load(source).array, image.array)  # one image series: load() needs no key
 
 

@@ -9,11 +9,12 @@ from scipy.ndimage import binary_dilation
 from tests_support import SMALL_FIT
 
 from medimg.data.phantoms import make_phantom_msd
+from medimg.errors import ConfigError, ModelError
 from medimg.explain import GradCAM, candidate_layers, class_score, component_at, explain_case, occlusion_map
-from medimg.explain.overlay import slice_2d
 from medimg.io import Volume, load
-from medimg.models import backbone
+from medimg.models import create_backbone
 from medimg.tasks.lightning_cli import run_cli
+from medimg.viz.planes import slice_2d
 
 torch.set_num_threads(2)
 
@@ -83,7 +84,7 @@ def test_region_restricts_the_target(trained):
         ex2 = explain_case(ckpt, image, 1, region=region, sanity_check=False, method=method)
         assert ex2.heatmap.shape == ex.heatmap.shape and ex2.method == method
         assert float(np.asarray(ex2.heatmap.array).max()) <= 1.0
-    with pytest.raises(Exception, match="not labelled"):
+    with pytest.raises(ConfigError, match="not labelled"):
         component_at(pred, (0, 0, 0), 1)
 
 
@@ -92,7 +93,7 @@ def test_region_restricts_the_target(trained):
     [("resnet18", 2, (2, 1, 64, 64)), ("efficientnet_b0", 2, (1, 1, 64, 64)), ("resnet10", 3, (1, 1, 32, 32, 32))],
 )
 def test_classifier_cams_have_the_input_shape_and_hooks_go_away(name, dims, shape):
-    model = backbone(name, num_classes=3, spatial_dims=dims).train()
+    model = create_backbone(name, num_classes=3, spatial_dims=dims).train()
     layer = candidate_layers(model)[-1]
     target = dict(model.named_modules())[layer]
     before = (len(target._forward_hooks), model.training)
@@ -110,8 +111,8 @@ def test_classifier_cams_have_the_input_shape_and_hooks_go_away(name, dims, shap
 
 
 def test_unknown_layer_lists_candidates():
-    model = backbone("resnet18", num_classes=2)
-    with pytest.raises(Exception, match="layer4"):
+    model = create_backbone("resnet18", num_classes=2)
+    with pytest.raises(ModelError, match="layer4"):
         GradCAM(model, "layer9")
 
 

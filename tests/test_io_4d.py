@@ -15,12 +15,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import _dcm2niix, oblique_affine
 from mosaic_writer import write_mosaics
-from test_io_reference import assert_same_image
+from tests_support import assert_same_image, dcm2niix_executable, oblique_affine
 
 from medimg.data.samples import scanner_files
-from medimg.errors import SeriesGeometryError
+from medimg.errors import SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load, scan
 from medimg.io.convert import convert
 from medimg.io.dicom_write import write_series
@@ -39,7 +38,10 @@ def _bvec_to_ras(bvec: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def _run_dcm2niix(folder: Path, out: Path) -> Path:
     out.mkdir()
     proc = subprocess.run(
-        [_dcm2niix(), "-z", "n", "-f", "ref", "-o", str(out), str(folder)], capture_output=True, text=True, check=False
+        [dcm2niix_executable(), "-z", "n", "-f", "ref", "-o", str(out), str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out / "ref.nii"
@@ -186,8 +188,7 @@ def test_dwi_without_readable_encoding_says_so_and_writes_no_bval(phantom, tmp_p
 
 
 def test_three_plane_view_shows_one_volume_of_a_4d_image(phantom, tmp_path):
-    from medimg.errors import MedimgError
-    from medimg.explain.overlay import figure_png, pick_volume, render_planes
+    from medimg.viz.planes import figure_png, pick_volume, render_planes
 
     write_mosaics(phantom(shape=(16, 18, 5)), tmp_path / "dwi", n_volumes=3, b_values=[0, 1000, 1000],
                   gradients_lps=GRADIENTS)  # fmt: skip
@@ -196,7 +197,7 @@ def test_three_plane_view_shows_one_volume_of_a_4d_image(phantom, tmp_path):
     np.testing.assert_array_equal(one.array, volume.array[..., 2])
     assert caption == "volume 3 of 3 (b 1000)"
     assert figure_png(render_planes(volume, volume=1))[:4] == b"\x89PNG"
-    with pytest.raises(MedimgError, match=r"volumes 0\.\.2"):
+    with pytest.raises(SeriesSelectionError, match=r"volumes 0\.\.2"):
         render_planes(volume, volume=3)
 
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import oblique_affine
+from tests_support import oblique_affine
 
 from medimg import errors
 from medimg.data.samples import pydicom_file

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from conftest import oblique_affine
 from mosaic_writer import write_mosaics
+from tests_support import oblique_affine
 
 from medimg.data.samples import pydicom_file, scanner_files
 from medimg.errors import MedimgError

@@ -12,9 +12,8 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import oblique_affine
 from mosaic_writer import write_mosaics
-from test_io_reference import assert_same_image
+from tests_support import assert_same_image, oblique_affine
 
 from medimg.data.samples import scanner_files
 from medimg.errors import DicomReadError

@@ -12,19 +12,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import oblique_affine
+from tests_support import assert_same_image, oblique_affine
 
 from medimg.data.samples import pydicom_file, pydicom_folder
+from medimg.errors import SeriesGeometryError
 from medimg.io import Volume, load
 from medimg.io.dicom_write import write_series
-
-
-def assert_same_image(volume: Volume, reference: nib.Nifti1Image) -> None:
-    ours = nib.as_closest_canonical(volume.to_nifti())
-    ref = nib.as_closest_canonical(reference)
-    assert ours.shape[:3] == ref.shape[:3]
-    np.testing.assert_allclose(ours.affine, ref.affine, atol=1e-3)
-    np.testing.assert_array_equal(np.asarray(ours.dataobj, dtype=np.float64), ref.get_fdata())
 
 
 def _copy(src: Path | list[Path], dst: Path) -> Path:
@@ -172,7 +165,7 @@ def test_gantry_tilt_is_resampled_onto_the_true_grid(tmp_path):
     truth = field(ii, jj, kk * 2.0).astype(np.float32)
     inner = (slice(None), slice(4, None), slice(None))  # rows the shift brought into view in every slice
     assert np.abs(v.array[inner] - truth[inner]).max() < 15  # linear interpolation of a smooth field
-    with pytest.raises(Exception, match="tilt"):
+    with pytest.raises(SeriesGeometryError, match="tilt"):
         load(folder, tilt="error")
 
 

@@ -9,9 +9,9 @@ from collections import Counter
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import oblique_affine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests_support import oblique_affine
 
 from medimg.data.samples import pydicom_folder
 from medimg.io import Volume, load, scan

@@ -1,8 +1,21 @@
-"""Shared arguments for the small CPU training runs the tests make."""
+"""Plain helpers shared by the tests (fixtures stay in conftest.py): the small CPU training run's arguments,
+synthetic geometry, the dcm2niix reference converter, and the image comparison against a reference NIfTI."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+if TYPE_CHECKING:
+    import nibabel as nib
+
+    from medimg.io import Volume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,3 +32,32 @@ SMALL_FIT = [
     "--model.net_kwargs", "{channels: [8, 16, 32], strides: [2, 2], num_res_units: 1}",
     "--model.lr", "0.01",
 ]  # fmt: skip
+
+
+def oblique_affine(angles_deg: tuple[float, float, float], spacing: tuple[float, float, float], origin: npt.ArrayLike):
+    """A RAS affine with the given rotation (xyz Euler angles), voxel size and origin."""
+    from scipy.spatial.transform import Rotation
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix() @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def dcm2niix_executable() -> str:
+    """The reference converter (PyPI ``dcm2niix``, in requirements-dev.txt): next to this Python, else on PATH."""
+    exe = shutil.which("dcm2niix", path=str(Path(sys.executable).parent)) or shutil.which("dcm2niix")
+    if exe is None:
+        pytest.fail("dcm2niix (PyPI package 'dcm2niix', in requirements-dev.txt) is not installed")
+    return exe
+
+
+def assert_same_image(volume: Volume, reference: nib.Nifti1Image) -> None:
+    """Both brought to the closest canonical (RAS) orientation: same shape, affines within 1e-3 mm, same voxels."""
+    import nibabel as nib
+
+    ours = nib.as_closest_canonical(volume.to_nifti())
+    ref = nib.as_closest_canonical(reference)
+    assert ours.shape[:3] == ref.shape[:3]
+    np.testing.assert_allclose(ours.affine, ref.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(ours.dataobj, dtype=np.float64), ref.get_fdata())

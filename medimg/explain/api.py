@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Explanation:
         the DICOM series it was computed on (see :func:`medimg.io.parametric_map.write_parametric_map`)."""
         if not Path(heatmap_path).name.lower().endswith(".dcm"):
             return self.heatmap.save(heatmap_path)
-        from medimg import __version__
+        from medimg._version import __version__
         from medimg.io.parametric_map import write_parametric_map
         from medimg.io.seg import AlgorithmInfo
 
@@ -104,42 +105,26 @@ def explain_case(
 
     The heatmap is in [0, 1] (``cam / max``), resampled (linear) onto the input's grid: same shape and affine.
     """
-    from medimg.tasks.inference import class_names, load_task, prepare, to_input_grid
+    from medimg.tasks.inference import class_names, load_task, prepare
 
     task = load_task(ckpt, device)
     original, data = prepare(task, image)
-    net = task.net
-    layer = layer or default_layer(net)
-    roi = tuple(task.hparams["roi_size"])
+    layer = layer or default_layer(task.net)
     x = data.unsqueeze(0).to(device)
     with torch.no_grad():
-        logits = task.infer(x)
-    pred_pre = logits.argmax(1).float()
+        pred = task.infer(x).argmax(1).float()
     # The target is fixed once, from the trained model: the randomised copy in the sanity check must explain the
     # same voxels (Adebayo et al.), and this prediction need not be recomputed inside segmentation_cam.
-    region_pre = (pred_pre == label).float().unsqueeze(1)
-    if region is not None:
-        from monai.data import MetaTensor
-        from monai.transforms import ResampleToMatch
-
-        src = MetaTensor(torch.as_tensor(region[None], dtype=torch.float32), affine=original.affine, meta={})
-        region_pre = ResampleToMatch(mode="nearest")(src, img_dst=data).unsqueeze(0).to(device)
-
-    def compute(model: torch.nn.Module) -> torch.Tensor:
-        return segmentation_cam(
-            model, x, layer, label, region_pre, method=method, roi_size=roi, overlap=task.hparams["sw_overlap"]
-        )
-
-    cam = compute(net)
-    sanity = randomisation_check(net, layer, compute, original=cam) if sanity_check else None
-    affine = np.asarray(original.affine, dtype=np.float64)
-    heat = to_input_grid(cam[0], data, original, mode="bilinear").clip(0, 1).astype(np.float32)
-    pred = to_input_grid(pred_pre, data, original, mode="nearest").astype(np.uint8)
-    img = Volume(np.asarray(original[0].numpy()), affine, {"source": str(image)})
+    target = (pred == label).float().unsqueeze(1) if region is None else _resample_region(region, original, data)
+    compute = _map_of(task, x, layer, label, target.to(device), method)
+    cam = compute(task.net)
+    sanity = randomisation_check(task.net, layer, compute, original=cam) if sanity_check else None
+    heat_meta = {"method": method, "layer": layer, "label": label}
+    img, heatmap, prediction = _on_input_grid(cam, pred, original, data, image, heat_meta)
     return Explanation(
         image=img,
-        heatmap=Volume(heat, affine, {"method": method, "layer": layer, "label": label}),
-        prediction=Volume(pred, affine, {"modality": "SEG"}),
+        heatmap=heatmap,
+        prediction=prediction,
         label=label,
         method=method,
         layer=layer,
@@ -147,4 +132,48 @@ def explain_case(
         input_sha256=volume_sha256(img),
         sanity=sanity,
         label_name=class_names(task, ckpt).get(label),
+    )
+
+
+def _resample_region(region: np.ndarray[Any, Any], original: Any, data: Any) -> torch.Tensor:
+    """A 0/1 ``region`` (X, Y, Z) on the input's grid, resampled (nearest) onto the model's grid of ``data``:
+    (1, 1, X', Y', Z')."""
+    from monai.data import MetaTensor
+    from monai.transforms import ResampleToMatch
+
+    src = MetaTensor(torch.as_tensor(region[None], dtype=torch.float32), affine=original.affine, meta={})
+    return torch.as_tensor(ResampleToMatch(mode="nearest")(src, img_dst=data)).unsqueeze(0)
+
+
+def _map_of(
+    task: Any, x: torch.Tensor, layer: str, label: int, target: torch.Tensor, method: str
+) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """The map of ``target`` (1, 1, X', Y', Z') for a given network, with the task's windows: (1, 1, X', Y', Z')."""
+    roi, overlap = tuple(task.hparams["roi_size"]), task.hparams["sw_overlap"]
+
+    def compute(model: torch.nn.Module) -> torch.Tensor:
+        return segmentation_cam(model, x, layer, label, target, method=method, roi_size=roi, overlap=overlap)
+
+    return compute
+
+
+def _on_input_grid(
+    cam: torch.Tensor,
+    pred: torch.Tensor,
+    original: Any,
+    data: Any,
+    source: str | os.PathLike[str],
+    heat_meta: dict[str, Any],
+) -> tuple[Volume, Volume, Volume]:
+    """Image, heatmap (linear, clipped to [0, 1]) and prediction (nearest) as Volumes on the input's grid, from
+    the (1, 1, X', Y', Z') map and (1, X', Y', Z') labels on the model's grid."""
+    from medimg.tasks.inference import to_input_grid
+
+    affine = np.asarray(original.affine, dtype=np.float64)
+    heat = to_input_grid(cam[0], data, original, mode="bilinear").clip(0, 1).astype(np.float32)
+    labels = to_input_grid(pred, data, original, mode="nearest").astype(np.uint8)
+    return (
+        Volume(np.asarray(original[0].numpy()), affine, {"source": str(source)}),
+        Volume(heat, affine, heat_meta),
+        Volume(labels, affine, {"modality": "SEG"}),
     )

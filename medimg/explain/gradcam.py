@@ -1,9 +1,13 @@
 """Grad-CAM and Grad-CAM++ for 2D/3D classifiers and 3D segmentation nets, as a context manager.
 
-Hooks are registered on ``__enter__`` and removed on ``__exit__``; every module's train/eval flag is restored
-on exit. Maps are non-negative and normalised by their maximum only (``cam / cam.max()``), never min-max:
-min-max rescaling can turn a nearly flat map into a high-contrast one, or invert a map whose values are all
-negative before the ReLU (the MONAI tutorials issue 1796 failure).
+Laid out as pytorch-grad-cam's ``base_cam.py``: :class:`GradCAM` runs the model and combines weights with
+activations, one :class:`ActivationsAndGradients` owns the hook (registered on ``__enter__``, removed on
+``__exit__``), and each method is a small class that only computes its weights. Every module's train/eval
+flag is restored on exit (:func:`medimg.models.eval_mode`).
+
+Maps are non-negative and normalised by their maximum only (``cam / cam.max()``), never min-max: min-max
+rescaling can turn a nearly flat map into a high-contrast one, or invert a map whose values are all negative
+before the ReLU (the MONAI tutorials issue 1796 failure).
 
 Hand-written rather than taken from ``monai.visualize.GradCAM`` because that one targets classifier logits
 only; here the target is any scalar score of the output -- a class logit, or the mean logit of a class over a
@@ -13,15 +17,30 @@ only; here the target is any scalar score of the output -- a class logit, or the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from contextlib import ExitStack
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medimg.errors import ModelError
+from medimg.models.modes import eval_mode
 
-__all__ = ["GradCAM", "Method", "candidate_layers", "class_score", "normalise_cam", "region_score"]
+__all__ = [
+    "CAM_METHODS",
+    "ActivationsAndGradients",
+    "CamWeights",
+    "GradCAM",
+    "GradCAMPlusPlusWeights",
+    "GradCAMWeights",
+    "HiResCAMWeights",
+    "Method",
+    "candidate_layers",
+    "class_score",
+    "normalise_cam",
+    "region_score",
+]
 
 Method = Literal["gradcam", "gradcampp", "hirescam"]
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -59,6 +78,90 @@ def normalise_cam(cam: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return cam / peak
 
 
+class CamWeights:
+    """One CAM method: how much each activation counts. Subclasses implement :meth:`weights` only."""
+
+    name: ClassVar[str]
+
+    def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """Weights broadcastable to ``acts`` (N, C, *layer_spatial), from the score's gradient ``grads`` (same)."""
+        raise NotImplementedError
+
+
+class GradCAMWeights(CamWeights):
+    """Grad-CAM (Selvaraju et al. 2017): one weight per channel, the mean gradient. Shape (N, C, 1, ...)."""
+
+    name = "gradcam"
+
+    def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return grads.mean(dim=tuple(range(2, acts.ndim)), keepdim=True)
+
+
+class GradCAMPlusPlusWeights(CamWeights):
+    """Grad-CAM++ (Chattopadhyay et al. 2018): positive gradients weighted by the closed-form alphas of the
+    paper's eq. 19 (exponential score). Shape (N, C, 1, ...)."""
+
+    name = "gradcampp"
+
+    def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, acts.ndim))
+        g2, g3 = grads.pow(2), grads.pow(3)
+        denom = 2 * g2 + acts.sum(dim=dims, keepdim=True) * g3
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        return (alpha * F.relu(grads)).sum(dim=dims, keepdim=True)
+
+
+class HiResCAMWeights(CamWeights):
+    """HiResCAM (Draelos & Carin 2020): the gradient itself, per voxel, so the map keeps *where* the evidence
+    is. Shape (N, C, *layer_spatial)."""
+
+    name = "hirescam"
+
+    def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return grads
+
+
+#: The methods by name (the ``method`` argument of :class:`GradCAM`).
+CAM_METHODS: dict[str, type[CamWeights]] = {
+    m.name: m for m in (GradCAMWeights, GradCAMPlusPlusWeights, HiResCAMWeights)
+}
+
+
+class ActivationsAndGradients:
+    """Owns the one forward hook on ``layer``: keeps its output and the gradient that flows back into it.
+
+    A context manager: the hook exists only inside ``with``, and what it kept is dropped on exit.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+        self.activations: torch.Tensor | None = None
+        self.gradients: torch.Tensor | None = None
+        self._handle: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self._handle is not None
+
+    def _forward_hook(self, _m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        self.activations = out
+        if out.requires_grad:
+            out.register_hook(self._save_grad)
+
+    def _save_grad(self, grad: torch.Tensor) -> None:
+        self.gradients = grad
+
+    def __enter__(self) -> ActivationsAndGradients:
+        self._handle = self.layer.register_forward_hook(self._forward_hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+        self._handle = None
+        self.activations = self.gradients = None
+
+
 class GradCAM:
     """Class-activation maps from one layer of ``model``.
 
@@ -70,10 +173,10 @@ class GradCAM:
     Args:
         model: any network; it is put in eval mode inside the context and restored afterwards.
         layer: a name from :func:`candidate_layers` (or any module name).
-        method: ``"gradcam"`` (channel weights = mean gradient, Selvaraju et al. 2017), ``"gradcampp"``
-            (Chattopadhyay et al. 2018), or ``"hirescam"`` (gradient x activation per voxel, Draelos & Carin
-            2020) -- the faithful choice for a *region* of a segmentation, because averaging the gradient over
-            the whole window (Grad-CAM) throws away where in the window the evidence was.
+        method: a name in :data:`CAM_METHODS`: ``"gradcam"`` (channel weights = mean gradient),
+            ``"gradcampp"`` (Grad-CAM++), or ``"hirescam"`` (gradient x activation per voxel) -- the faithful
+            choice for a *region* of a segmentation, because averaging the gradient over the whole window
+            (Grad-CAM) throws away where in the window the evidence was.
     """
 
     def __init__(self, model: nn.Module, layer: str, method: Method = "gradcam") -> None:
@@ -81,64 +184,39 @@ class GradCAM:
         if layer not in modules:
             known = ", ".join(candidate_layers(model)[-8:])
             raise ModelError(f"no layer {layer!r} in the model; last candidate layers: {known}")
-        if method not in ("gradcam", "gradcampp", "hirescam"):
+        if method not in CAM_METHODS:
             raise ModelError(f"method must be gradcam, gradcampp or hirescam, got {method!r}")
         self.model, self.layer, self.method = model, modules[layer], method
         self.layer_name = layer
-        self._handles: list[Any] = []
-        self._modes: dict[nn.Module, bool] = {}
-        self._acts: torch.Tensor | None = None
-        self._grads: torch.Tensor | None = None
+        self.weights = CAM_METHODS[method]()
+        self.hooks = ActivationsAndGradients(self.layer)
+        self._stack: ExitStack | None = None
 
     def __enter__(self) -> GradCAM:
-        self._modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-
-        def forward_hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            self._acts = out
-            if out.requires_grad:
-                out.register_hook(self._save_grad)
-
-        self._handles.append(self.layer.register_forward_hook(forward_hook))
+        with ExitStack() as stack:
+            stack.enter_context(eval_mode(self.model))
+            stack.enter_context(self.hooks)
+            self._stack = stack.pop_all()
         return self
 
-    def _save_grad(self, grad: torch.Tensor) -> None:
-        self._grads = grad
-
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        for m, mode in self._modes.items():
-            m.train(mode)
-        self._acts = self._grads = None
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = None
 
     def raw(self, x: torch.Tensor, score: ScoreFn) -> torch.Tensor:
         """The un-normalised map at the target layer's resolution, (N, 1, *layer_spatial), >= 0."""
-        if not self._handles:
+        if not self.hooks.active:
             raise ModelError("use GradCAM as a context manager: `with GradCAM(model, layer) as cam: ...`")
         self.model.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            out = self.model(x)
-            s = score(out)
-            if s.ndim == 0:
-                s = s.unsqueeze(0)
-            torch.autograd.backward(s.sum())
-        acts, grads = self._acts, self._grads
+            s = score(self.model(x))
+            torch.autograd.backward((s.unsqueeze(0) if s.ndim == 0 else s).sum())
+        acts, grads = self.hooks.activations, self.hooks.gradients
         if acts is None or grads is None:
             raise ModelError(f"layer {self.layer_name!r} did not take part in the forward pass with gradients")
         acts, grads = acts.detach().float(), grads.detach().float()
-        dims = tuple(range(2, acts.ndim))
-        if self.method == "hirescam":  # element-wise gradient x activation: keeps where the evidence is
-            self.model.zero_grad(set_to_none=True)
-            return F.relu((grads * acts).sum(1, keepdim=True))
-        if self.method == "gradcam":
-            weights = grads.mean(dim=dims, keepdim=True)
-        else:
-            g2, g3 = grads.pow(2), grads.pow(3)
-            denom = 2 * g2 + acts.sum(dim=dims, keepdim=True) * g3
-            alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
-            weights = (alpha * F.relu(grads)).sum(dim=dims, keepdim=True)
+        weights = self.weights.weights(acts, grads)
         self.model.zero_grad(set_to_none=True)
         return F.relu((weights * acts).sum(1, keepdim=True))
 

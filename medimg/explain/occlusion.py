@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from medimg.explain.gradcam import ScoreFn, normalise_cam
+from medimg.models.modes import eval_mode
 
 __all__ = ["occlusion_map"]
 
@@ -34,15 +35,9 @@ def occlusion_map(
     """
     from monai.visualize import OcclusionSensitivity
 
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        occ = OcclusionSensitivity(_Scored(model, score), mask_size=mask_size, overlap=overlap, n_batch=n_batch)
-        with torch.no_grad():
-            base = score(model(x)).reshape(-1)
-            occ_map, _ = occ(x)
-        drop = base.view(-1, *([1] * (x.ndim - 1))) - occ_map[:, :1]
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
+    occ = OcclusionSensitivity(_Scored(model, score), mask_size=mask_size, overlap=overlap, n_batch=n_batch)
+    with eval_mode(model), torch.no_grad():
+        base = score(model(x)).reshape(-1)
+        occ_map, _ = occ(x)
+    drop = base.view(-1, *([1] * (x.ndim - 1))) - occ_map[:, :1]
     return normalise_cam(drop.clamp_min(0))

@@ -7,6 +7,8 @@ does for predictions, and nothing about window placement is re-implemented here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -15,19 +17,23 @@ from torch import nn
 
 from medimg.explain.gradcam import GradCAM, Method, normalise_cam, region_score
 from medimg.explain.occlusion import occlusion_map
+from medimg.models.modes import eval_mode
 
-__all__ = ["component_at", "segmentation_cam"]
+__all__ = ["Predictor", "component_at", "predicted_region", "segmentation_cam"]
+
+#: Whole-volume logits (N, C, X, Y, Z) from an image (N, 1, X, Y, Z), e.g. ``SegmentationTask.infer``.
+Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 def component_at(prediction: np.ndarray[Any, Any], voxel: tuple[int, ...], label: int) -> np.ndarray[Any, Any]:
     """The connected component of ``prediction == label`` that contains ``voxel`` (a "clicked" structure)."""
     from scipy.ndimage import label as connected
 
-    from medimg.errors import MedimgError
+    from medimg.errors import ConfigError
 
     mask = prediction == label
     if not mask[voxel]:
-        raise MedimgError(f"voxel {voxel} is not labelled {label} in the prediction")
+        raise ConfigError(f"voxel {voxel} is not labelled {label} in the prediction")
     comps, _ = connected(mask)
     return np.asarray(comps == comps[voxel])
 
@@ -43,44 +49,74 @@ def segmentation_cam(
     roi_size: tuple[int, ...] = (96, 96, 96),
     sw_batch_size: int = 1,
     overlap: float = 0.25,
+    predictor: Predictor | None = None,
 ) -> torch.Tensor:
     """Map of what drove class ``label`` inside ``region`` for a whole (1, 1, X, Y, Z) volume.
 
-    ``region`` (same spatial shape, 0/1) defaults to the voxels the network labels ``label``. ``method`` is
-    ``gradcam``, ``gradcampp`` or ``occlusion``. Returns (1, 1, X, Y, Z) in [0, 1].
+    ``region`` (same spatial shape, 0/1) defaults to the voxels labelled ``label`` by ``predictor`` -- the
+    task's own whole-volume inference (e.g. ``task.infer``), or, when None, ``net`` through the same sliding
+    windows as the map. ``method`` is ``hirescam``, ``gradcam``, ``gradcampp`` or ``occlusion``.
+    Returns (1, 1, X, Y, Z) in [0, 1].
     """
+    if region is None:
+        region = predicted_region(predictor or _windowed(net, roi_size, 4, overlap), image, label)
+    stacked = torch.cat([image, region.to(image.dtype)], dim=1)  # (1, 2, X, Y, Z): image and target region
+    if method == "occlusion":
+        out = _occlusion_windows(net, stacked, label, roi_size, sw_batch_size, overlap)
+    else:
+        out = _cam_windows(net, stacked, layer, label, method, roi_size, sw_batch_size, overlap)
+    return normalise_cam(out)
+
+
+def predicted_region(predictor: Predictor, image: torch.Tensor, label: int) -> torch.Tensor:
+    """The voxels ``predictor`` labels ``label`` (argmax over classes): (1, 1, X, Y, Z) float 0/1."""
+    with torch.no_grad():
+        logits = predictor(image)
+    return (torch.as_tensor(logits).argmax(1, keepdim=True) == label).float()
+
+
+def _windowed(fn: Predictor | nn.Module, roi_size: tuple[int, ...], sw_batch_size: int, overlap: float) -> Predictor:
+    """``fn`` applied through MONAI's Gaussian-weighted sliding windows (``net`` in eval mode if a module)."""
     from monai.inferers import sliding_window_inference
 
-    if region is None:
-        with torch.no_grad():
-            was = net.training
-            net.eval()
-            logits = sliding_window_inference(image, roi_size, 4, net, overlap=overlap, mode="gaussian")
-            net.train(was)
-        region = (torch.as_tensor(logits).argmax(1, keepdim=True) == label).float()
-    stacked = torch.cat([image, region.to(image.dtype)], dim=1)
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with eval_mode(fn) if isinstance(fn, nn.Module) else nullcontext():
+            out = sliding_window_inference(x, roi_size, sw_batch_size, fn, overlap=overlap, mode="gaussian")
+        return torch.as_tensor(out)
 
-    if method == "occlusion":
+    return run
 
-        def predictor(window: torch.Tensor) -> torch.Tensor:
-            x, r = window[:, :1], window[:, 1:2]
-            return occlusion_map(net, x, region_score(label, r), mask_size=max(4, roi_size[0] // 6))
 
-        with torch.no_grad():
-            out = sliding_window_inference(
-                stacked, roi_size, sw_batch_size, predictor, overlap=overlap, mode="gaussian"
-            )
-        return normalise_cam(torch.as_tensor(out))
+def _occlusion_windows(
+    net: nn.Module, stacked: torch.Tensor, label: int, roi_size: tuple[int, ...], sw_batch_size: int, overlap: float
+) -> torch.Tensor:
+    """Occlusion sensitivity of the region's score, window by window: (1, 1, X, Y, Z), not normalised."""
 
+    def window_map(window: torch.Tensor) -> torch.Tensor:
+        x, r = window[:, :1], window[:, 1:2]
+        return occlusion_map(net, x, region_score(label, r), mask_size=max(4, roi_size[0] // 6))
+
+    with torch.no_grad():
+        return _windowed(window_map, roi_size, sw_batch_size, overlap)(stacked)
+
+
+def _cam_windows(
+    net: nn.Module,
+    stacked: torch.Tensor,
+    layer: str,
+    label: int,
+    method: str,
+    roi_size: tuple[int, ...],
+    sw_batch_size: int,
+    overlap: float,
+) -> torch.Tensor:
+    """The CAM of the region's score, window by window (a window without region voxels gives zeros)."""
     with GradCAM(net, layer, method) as cam:  # type: ignore[arg-type]
 
-        def cam_predictor(window: torch.Tensor) -> torch.Tensor:
+        def window_map(window: torch.Tensor) -> torch.Tensor:
             x, r = window[:, :1], window[:, 1:2]
             if not torch.any(r > 0):
                 return torch.zeros_like(x)
             return cam(x, region_score(label, r), normalise=False)
 
-        out = sliding_window_inference(
-            stacked, roi_size, sw_batch_size, cam_predictor, overlap=overlap, mode="gaussian"
-        )
-    return normalise_cam(torch.as_tensor(out).detach())
+        return _windowed(window_map, roi_size, sw_batch_size, overlap)(stacked).detach()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medimg import __version__
+from medimg._version import __version__
 from medimg.errors import MedimgError
 from medimg.io.atomic import atomic_write_text
 from medimg.io.load import UnevenPolicy, load_series

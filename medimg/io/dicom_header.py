@@ -52,6 +52,7 @@ _LOCALIZER_WORDS = re.compile(r"locali[sz]er|scout|survey|topogram|scanogram|sur
 # The attributes medimg keeps from a header: technical and descriptive only, never patient identifiers.
 SIDECAR_KEYWORDS = (
     "Modality",
+    "InstitutionName",  # equipment, not patient: medimg.io.sites proposes a site from it
     "Manufacturer",
     "ManufacturerModelName",
     "SoftwareVersions",
@@ -158,14 +159,21 @@ class FileHeader:
         return UID(self.transfer_syntax).name if self.transfer_syntax else "unknown"
 
 
-def _raw_floats(value: Any) -> list[float] | None:
-    """Every value of a numeric attribute as floats (non-finite kept), or None when unreadable."""
-    if value is None:
-        return None
+def _as_floats(values: Any) -> list[float] | None:
+    """The one coercion of DICOM numbers (DS/IS/FD values, strings) to floats: each item of ``values``, or None
+    when one is not a number (or ``values`` is not iterable). Non-finite values are kept."""
     try:
-        return [float(v) for v in (value if isinstance(value, (list, tuple, Sequence)) else [value])]
+        return [float(v) for v in values]
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _raw_floats(value: Any) -> list[float] | None:
+    """Every value of a numeric attribute as floats (non-finite kept; a single value gives a one-item list), or
+    None when absent or unreadable."""
+    if value is None:
+        return None
+    return _as_floats(value if isinstance(value, (list, tuple, Sequence)) else [value])
 
 
 def _checked(value: Any, n: int, what: str, issues: list[str], *, positive: bool = False) -> tuple[float, ...] | None:
@@ -444,13 +452,10 @@ def _positive_number(value: Any) -> float | None:
 
 
 def _floats_list(value: Any) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        out = [float(v) for v in value]
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return out if all(math.isfinite(v) for v in out) else None
+    """The values of a multi-valued numeric attribute as finite floats, or None when absent, unreadable or not
+    finite (a single, non-iterable value is unreadable here)."""
+    out = None if value is None else _as_floats(value)
+    return out if out is not None and all(math.isfinite(v) for v in out) else None
 
 
 def _enhanced_frame(header: FileHeader, i: int, fg: Dataset, shared: Dataset | None, ds: Dataset) -> Frame:

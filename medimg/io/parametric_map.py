@@ -76,7 +76,7 @@ def write_parametric_map(
     """
     import highdicom as hd
 
-    from medimg import __version__
+    from medimg._version import __version__
 
     out = Path(out)
     src = source if isinstance(source, SourceSlices) else source_slices(source, purpose="a DICOM Parametric Map")

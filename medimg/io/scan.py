@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from medimg.errors import MedimgError, NotDicomError, SeriesSelectionError
 from medimg.io.dicom_header import FileHeader, read_header
@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ScanResult:
-    """What :func:`scan` found: the series, and the files it could not use (path -> reason)."""
+    """What :func:`scan` found: the series, and the files it could not use (path -> reason).
+
+    Shown as a table by :mod:`medimg.viz.tables` (``scan_text`` for a terminal, ``ScanTable`` in a notebook).
+    """
 
     series: list[Series]
     skipped: dict[str, str] = field(default_factory=dict)
@@ -41,54 +44,6 @@ class ScanResult:
     def __getitem__(self, i: int) -> Series:
         return self.series[i]
 
-    def table(self) -> str:
-        """The QA table as fixed-width text, one row per series, problems last (what ``medimg scan`` prints)."""
-        head = ("key", "mod", "files", "shape", "spacing mm", "orient", "description")
-        rows = [_cells(s.summary(), "x") for s in self.series]
-        lines = [(*head, "problems")] + [
-            (*c[:6], c[6][:28], "; ".join(f"{p['code']}{'!' if p['blocking'] else ''} ({p['detail']})" for p in c[7])
-             or "ok")
-            for c in rows
-        ]  # fmt: skip
-        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-        out = [
-            "  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] for line in lines
-        ]
-        out.append("('!' marks a problem that stops loading; see `medimg scan --json` for all fields)")
-        if self.derived:
-            from medimg.io.seg.listing import derived_table
-
-            out.append(derived_table(self.derived))
-        return "\n".join(out)
-
-    def _repr_html_(self) -> str:
-        """The QA table as HTML, for notebooks (blocking problems in red)."""
-        import html
-
-        head = ("series", "modality", "files", "shape", "spacing (mm)", "orientation", "description", "problems")
-        rows = []
-        for s in self.series:
-            key, modality, n_files, shape, spacing, orientation, description, problems = _cells(s.summary(), " x ")
-            listed = "<br>".join(
-                f"<span style='color:{'#b00' if p['blocking'] else '#a60'}'>{html.escape(p['code'])}</span>: "
-                f"{html.escape(p['detail'])}"
-                for p in problems
-            )
-            cells = (
-                f"<span title='{html.escape(key)}'>...{html.escape(key[-14:])}</span>",
-                html.escape(modality),
-                n_files,
-                shape,
-                spacing,
-                html.escape(orientation),
-                html.escape(description),
-                listed or "<span style='color:green'>ok</span>",
-            )
-            rows.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
-        header = "".join(f"<th style='text-align:left'>{h}</th>" for h in head)
-        note = f"<p>{len(self.skipped)} file(s) skipped (not DICOM or damaged).</p>" if self.skipped else ""
-        return f"<table><tr>{header}</tr>{''.join(rows)}</table>{note}"
-
     def find(self, key: str) -> Series:
         """The series whose key (``UID`` or ``UID#part``) or UID is ``key``."""
         matches = [s for s in self.series if key in (s.key, s.series_uid)]
@@ -98,16 +53,6 @@ class ScanResult:
         if not matches:
             raise SeriesSelectionError(f"no series {key!r} here; series found: {known}")
         raise SeriesSelectionError(f"series UID {key!r} has {len(matches)} parts; pick one of: {known}")
-
-
-def _cells(r: dict[str, Any], sep: str) -> tuple[Any, ...]:
-    """One ``Series.summary()`` as display cells shared by the text and HTML tables (problems left as dicts)."""
-    spacing = "-" if r["spacing"] is None else sep.join(f"{v:.4g}" for v in r["spacing"])
-    shape = sep.join(map(str, r["shape"]))
-    return (
-        r["key"], r["modality"], str(r["n_files"]), shape, spacing, r["orientation"] or "-", r["description"] or "",
-        r["problems"],
-    )  # fmt: skip
 
 
 def iter_files(root: str | os.PathLike[str]) -> Iterator[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ from medimg.io.dicom_header import PATIENT_GEOMETRY_MODALITIES, FileHeader, Fram
 from medimg.io.dicom_pixels import decoder_problem
 from medimg.io.geometry import GAP_ABS_TOL, Problem, StackGeometry, analyse_stack, same_orientation
 from medimg.io.orientation import affine_axcodes, lps_to_ras_affine
+from medimg.io.sites import propose_site
 
 __all__ = ["Series", "group_series"]
 
@@ -119,6 +120,7 @@ class Series:
             "loadable": self.loadable,
             "volumes": self.n_volumes,
             "b_values": self.b_values,
+            "site": propose_site(self.header.sidecar),
             "problems": [p.as_dict() for p in self.problems],
         }
 
@@ -260,7 +262,10 @@ def group_series(headers: list[FileHeader]) -> list[Series]:
         result.extend(_split_uid(uid, frames))
     objects: dict[str, list[Frame]] = defaultdict(list)
     for h in no_pixels:
-        objects[h.series_uid].append(Frame(h, None, 0, 0, None, None, None, 1.0, 0.0))
+        placeholder = Frame(
+            header=h, index=None, rows=0, columns=0, iop=None, ipp=None, pixel_spacing=None, slope=1.0, intercept=0.0
+        )
+        objects[h.series_uid].append(placeholder)
     for uid, placeholders in objects.items():
         sop = placeholders[0].header.sop_class
         s = Series(uid, None, placeholders)
@@ -272,25 +277,40 @@ def group_series(headers: list[FileHeader]) -> list[Series]:
     return result
 
 
+class FrameGroup(NamedTuple):
+    """What frames of one Series Instance UID must share to be one volume (the first split of a UID)."""
+
+    localizer: bool
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, ...] | None  # rounded to 1e-4 mm
+    echo: str | None
+    samples_per_pixel: int
+
+    @classmethod
+    def of(cls, f: Frame) -> FrameGroup:
+        spacing = None if f.pixel_spacing is None else tuple(round(s, 4) for s in f.pixel_spacing)
+        return cls(f.header.localizer, f.rows, f.columns, spacing, f.echo, f.header.samples_per_pixel)
+
+
 def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
     # 1) image vs localizer; 2) size and pixel spacing; 3) echo; 4) orientation; 5) duplicates -> acquisition...
-    groups: dict[tuple[Any, ...], list[Frame]] = defaultdict(list)
+    groups: dict[FrameGroup, list[Frame]] = defaultdict(list)
     for f in frames:
-        spacing = None if f.pixel_spacing is None else tuple(round(s, 4) for s in f.pixel_spacing)
-        groups[(f.header.localizer, f.rows, f.columns, spacing, f.echo, f.header.samples_per_pixel)].append(f)
+        groups[FrameGroup.of(f)].append(f)
     reasons = []
-    if len({k[1:3] for k in groups}) > 1:
+    if len({(k.rows, k.columns) for k in groups}) > 1:
         reasons.append("mixed_sizes")
-    if len({k[3] for k in groups}) > 1:
+    if len({k.pixel_spacing for k in groups}) > 1:
         reasons.append("mixed_pixel_spacing")
-    if len({k[4] for k in groups}) > 1:
+    if len({k.echo for k in groups}) > 1:
         reasons.append("several_echoes")
-    if len({k[0] for k in groups}) > 1:
+    if len({k.localizer for k in groups}) > 1:
         reasons.append("localizer_split")
 
     stacks: list[tuple[bool, list[Frame], list[Problem], list[list[Frame]] | None]] = []
     for key, members in groups.items():
-        localizer = key[0]
+        localizer = key.localizer
         clusters = _cluster_orientations(members)
         if len(clusters) > 1:
             if not localizer and all(len(c) == 1 for c in clusters) and len(clusters) >= 3:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from medimg.errors import ModelError
 from medimg.models.channels import adapt_input_channels, single_channel_stats
 from medimg.models.weights import check_compatible, load_state_dict
 
-__all__ = ["BACKBONES_2D", "BACKBONES_3D", "Backbone", "backbone", "list_backbones"]
+__all__ = ["BACKBONES_2D", "BACKBONES_3D", "Backbone", "create_backbone", "list_backbones", "strip_wrapper_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def list_backbones(spatial_dims: int = 2) -> list[str]:
-    """The names :func:`backbone` accepts for ``spatial_dims`` (2 also accepts ``timm:<any timm name>``)."""
+    """The names :func:`create_backbone` accepts for ``spatial_dims`` (2 also accepts ``timm:<any timm name>``)."""
     return list(BACKBONES_2D) if spatial_dims == 2 else list(BACKBONES_3D)
 
 
@@ -87,8 +88,19 @@ class Backbone(nn.Module):
         out: torch.Tensor = self.net(x)
         return out
 
+    @property
+    def last_stage(self) -> str:
+        """Name, within this module, of the network's last feature stage -- the usual Grad-CAM layer
+        (``"net.layer4"`` for a ResNet, ``"net.features.norm5"`` for a DenseNet): timm's ``feature_info``."""
+        info = getattr(self.net, "feature_info", None)
+        if info:
+            return f"net.{info[-1]['module']}"
+        if hasattr(self.net, "layer4"):  # MONAI ResNets (and ResNets inflated to 3D)
+            return "net.layer4"
+        raise ModelError(f"{self.name} does not name its feature stages; pick a layer from candidate_layers()")
 
-def backbone(
+
+def create_backbone(
     name: str,
     *,
     num_classes: int,
@@ -111,10 +123,13 @@ def backbone(
             :func:`~medimg.models.channels.adapt_input_channels` (sum of kernels for 1 channel).
         spatial_dims: 2, or 3 for volumes.
         weights: a local ``.pth``/``.safetensors`` state dict (torchvision/timm layout for 2D; MedicalNet/MONAI
-            layout for 3D ResNets; a 2D file with ``inflate_from_2d=True``). Nothing is ever downloaded.
+            layout for 3D ResNets; a 2D file with ``inflate_from_2d=True``), or medimg's own: the
+            ``state_dict()`` of a :class:`Backbone` (keys ``net.*``). Nothing is ever downloaded.
         inflate_from_2d: with ``spatial_dims=3``, build the 2D timm network, load ``weights`` into it, then
             inflate it to 3D (:func:`~medimg.models.inflate.inflate_2d_to_3d`). ResNet family only.
-        normalize: apply the pretrained mean/std inside ``forward``.
+        normalize: apply the pretrained mean/std inside ``forward``. With 1 channel that is the mean of the RGB
+            statistics (:func:`~medimg.models.channels.single_channel_stats`), so the output equals the RGB
+            net's on the gray image copied to three channels exactly only with ``normalize=False``.
         **kwargs: passed to ``timm.create_model`` (2D) or MONAI's ResNet (3D), e.g. ``img_size`` for ViTs.
     """
     if spatial_dims not in (2, 3):
@@ -169,6 +184,7 @@ def _load(
 ) -> None:
     """Adapt the first conv, drop a head of the wrong size (and known extras), check, then load."""
     own = net.state_dict()
+    state = strip_wrapper_prefix(state, own)
     if first_conv in state and first_conv in own and state[first_conv].shape[1] != own[first_conv].shape[1]:
         state[first_conv] = adapt_input_channels(state[first_conv], int(own[first_conv].shape[1]), name=first_conv)
     dropped = [
@@ -184,6 +200,18 @@ def _load(
     check_compatible(net, state, source, may_miss=(head,))
     net.load_state_dict(state, strict=False)
     log.info("loaded %d tensors from %s", len(state), os.fspath(source))
+
+
+def strip_wrapper_prefix(state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with medimg's wrapper prefixes removed: ``net.`` of a saved :class:`Backbone`
+    (``torch.save(model.state_dict())``), ``net.net.`` of a ``ClassificationTask``'s weights.
+
+    Removed only while every key carries the prefix and the bare network's own keys (``own``) do not, so a
+    timm / torchvision / MedicalNet state dict passes unchanged.
+    """
+    while state and all(k.startswith("net.") for k in state) and not any(k.startswith("net.") for k in own):
+        state = {k.removeprefix("net."): v for k, v in state.items()}
+    return state
 
 
 def _monai_resnet(

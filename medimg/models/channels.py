@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from medimg.errors import ModelError
+
 __all__ = ["adapt_input_channels", "single_channel_stats"]
 
 log = logging.getLogger(__name__)
@@ -23,14 +25,20 @@ def adapt_input_channels(weight: torch.Tensor, in_channels: int, *, name: str = 
       keeps the first layer's activation magnitude when the k channels have similar statistics (multi-sequence
       MR, multi-window CT). Not an exact equivalence: only the 1-channel rule is.
 
-    Works for 2D and 3D kernels. Logs what it did.
+    Works for 2D (O, I, H, W) and 3D (O, I, D, H, W) kernels: timm's function takes 2D kernels only, and since
+    the rule acts on the channel axis alone, a 3D kernel goes through it with its depth folded into its height.
+    Logs what it did.
     """
     from timm.models import adapt_input_conv
 
     have = int(weight.shape[1])
     if have == in_channels:
         return weight
-    out = adapt_input_conv(in_channels, weight.float(), base_chans=have).to(weight.dtype)
+    if weight.ndim not in (4, 5):
+        raise ModelError(f"{name}: cannot adapt a kernel of shape {tuple(weight.shape)} (expected 2D or 3D)")
+    o, _, *spatial = weight.shape
+    folded = weight.float().reshape(o, have, -1, spatial[-1])  # (O, I, [D x] H, W)
+    out = adapt_input_conv(in_channels, folded, base_chans=have).reshape(o, -1, *spatial).to(weight.dtype)
     rule = "summed" if in_channels == 1 else f"repeated and scaled by {have}/{in_channels}"
     log.info("%s: %d -> %d input channels (%s kernels)", name, have, in_channels, rule)
     return out

@@ -101,12 +101,12 @@ def fingerprint(config: dict[str, Any] | None = None, dataset_digest: str | None
     """What made this run: code, library versions, hardware, container, config and data."""
     import monai
 
-    import medimg
+    from medimg._version import __version__
 
     cuda = torch.cuda.is_available()
     return {
         "git_commit": _git_commit(),
-        "medimg": medimg.__version__,
+        "medimg": __version__,
         "torch": torch.__version__,
         "monai": monai.__version__,
         "pytorch_lightning": version("pytorch-lightning"),

@@ -1,4 +1,4 @@
-"""Three-plane figures with CT window presets, label/prediction contours and heatmap overlays.
+"""Three-plane figures of volumes: CT window presets, label/prediction contours and heatmap overlays.
 
 Radiological convention throughout: axial and coronal views show the patient's right on the image's left,
 anterior at the top of axial views, superior at the top of coronal and sagittal views. The figure says so.
@@ -16,7 +16,19 @@ import numpy.typing as npt
 
 from medimg.io.volume import Volume
 
-__all__ = ["CT_WINDOWS", "Plane", "figure_png", "render_planes", "slice_2d", "to_ras", "window_image"]
+__all__ = [
+    "CT_WINDOWS",
+    "ORIENTATION_NOTE",
+    "PLANES",
+    "Plane",
+    "figure_png",
+    "heatmap_2d",
+    "pick_volume",
+    "render_planes",
+    "slice_2d",
+    "to_ras",
+    "window_image",
+]
 
 #: (center, width) in HU.
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -71,18 +83,17 @@ def slice_2d(ras: npt.NDArray[Any], plane: Plane, index: int | None = None) -> n
     n = ras.shape[axis]
     i = n // 2 if index is None else int(np.clip(index, 0, n - 1))
     s = np.take(ras, i, axis=axis)
-    # RAS: index increases towards patient Right (x), Anterior (y), Superior (z)
-    if plane in ("axial", "coronal"):  # s[x, y] or s[x, z]
-        # rows: decreasing y (anterior at top) / decreasing z (superior at top);
-        # cols: decreasing x (patient's right on the image left)
-        return np.flip(s.T, axis=(0, 1))
-    return np.flip(s.T, axis=(0, 1))  # s[y, z] -> rows: superior at top; cols: anterior at left
+    # RAS: index increases towards patient Right (x), Anterior (y), Superior (z). The slice is s[x, y] (axial),
+    # s[x, z] (coronal) or s[y, z] (sagittal); transposed and flipped both ways, rows run from the higher second
+    # index down (anterior / superior at the top) and columns from the higher first index (patient's right on
+    # the image left; anterior on the left of a sagittal view). One rule serves the three planes.
+    return np.flip(s.T, axis=(0, 1))
 
 
 def pick_volume(image: Volume, volume: int) -> tuple[Volume, str]:
     """The 3D volume ``volume`` of a 4D image (and a caption such as ``"volume 3 of 64 (b 1000)"``), or the image
     itself and ``""`` when it is 3D."""
-    from medimg.errors import MedimgError
+    from medimg.errors import MedimgError, SeriesSelectionError
 
     array = np.asarray(image.array)
     if array.ndim == 3:
@@ -91,7 +102,7 @@ def pick_volume(image: Volume, volume: int) -> tuple[Volume, str]:
         raise MedimgError(f"cannot display an image of shape {array.shape}: expected (i, j, k) or (i, j, k, t)")
     n = array.shape[3]
     if not 0 <= volume < n:
-        raise MedimgError(f"volume {volume} does not exist: this 4D image has volumes 0..{n - 1}")
+        raise SeriesSelectionError(f"volume {volume} does not exist: this 4D image has volumes 0..{n - 1}")
     entries = image.meta.get("volumes") or []
     extra = ""
     if volume < len(entries) and "b_value" in entries[volume]:
@@ -147,6 +158,25 @@ def render_planes(
         ax.axis("off")
     fig.suptitle((title + "\n" if title else "") + ORIENTATION_NOTE, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def heatmap_2d(image: npt.ArrayLike, heatmap: npt.ArrayLike, *, title: str = "heatmap", alpha: float = 0.5) -> Any:
+    """A matplotlib figure of a 2D image (x, y) beside the same image under its heatmap (x, y) in [0, 1].
+
+    Both arrays are indexed like a Volume's slice, ``[x, y]``: x runs across the screen, y down it.
+    """
+    import matplotlib.pyplot as plt
+
+    img, heat = np.asarray(image).T, np.asarray(heatmap).T  # [x, y] -> rows y, columns x
+    fig, ax = plt.subplots(1, 2, figsize=(7, 3.5))
+    ax[0].imshow(img, cmap="gray")
+    ax[0].set_title("image")
+    ax[1].imshow(img, cmap="gray")
+    ax[1].imshow(heat, cmap="inferno", alpha=alpha)
+    ax[1].set_title(title)
+    for a in ax:
+        a.axis("off")
     return fig
 
 

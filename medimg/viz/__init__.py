@@ -1,0 +1,36 @@
+"""Drawing and tables: everything medimg shows, apart from the data it shows.
+
+Three-plane figures with window presets, contours and heatmaps (:mod:`medimg.viz.planes`), and the scan's QA
+table as text or HTML (:mod:`medimg.viz.tables`). matplotlib is imported only when a figure is drawn.
+"""
+
+from medimg.viz.planes import (
+    CT_WINDOWS,
+    PLANES,
+    Plane,
+    figure_png,
+    heatmap_2d,
+    pick_volume,
+    render_planes,
+    slice_2d,
+    to_ras,
+    window_image,
+)
+from medimg.viz.tables import ScanTable, SeriesRow, scan_html, scan_text
+
+__all__ = [
+    "CT_WINDOWS",
+    "PLANES",
+    "Plane",
+    "ScanTable",
+    "SeriesRow",
+    "figure_png",
+    "heatmap_2d",
+    "pick_volume",
+    "render_planes",
+    "scan_html",
+    "scan_text",
+    "slice_2d",
+    "to_ras",
+    "window_image",
+]

@@ -1,0 +1,123 @@
+"""The package's layering, locked: no module imports a higher room, nothing imports the package root, and
+``import medimg`` (and the CLI's start) stay light.
+
+Rooms, lowest first (a module may import its own room and the ones below it, never above):
+
+    errors, _version -> io -> data, models, transforms -> tasks, plan, export -> explain, review, viz -> cli, demo
+
+``plan`` reads data/models/transforms and nothing above, so it sits beside ``tasks``; ``export`` and ``tasks``
+share the inference pipeline, so they share a room. Every ``import`` statement counts, including the ones
+inside functions (a lazy upward import is still an upward dependency). A new sub-package must be placed here.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "medimg"
+
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"errors", "_version"}),
+    frozenset({"io"}),
+    frozenset({"data", "models", "transforms"}),
+    frozenset({"tasks", "plan", "export"}),
+    frozenset({"explain", "review", "viz"}),
+    frozenset({"cli", "demo", "__main__"}),
+)
+RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+
+#: Never imported by ``import medimg`` (nor, for the CLI, before a sub-command needs them).
+HEAVY = ("torch", "pytorch_lightning", "lightning", "monai", "matplotlib", "timm", "scipy", "pydicom", "numpy")
+
+
+def room_of(path: Path, package: Path = PACKAGE) -> str:
+    """``medimg/io/scan.py`` -> ``io``; ``medimg/cli.py`` -> ``cli``; the root ``__init__.py`` -> ``""``."""
+    parts = path.relative_to(package).parts
+    if parts == ("__init__.py",):
+        return ""
+    return parts[0].removesuffix(".py")
+
+
+def medimg_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute ``medimg`` import in a file, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]  # `from medimg import X` names the root
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n == "medimg" or n.startswith("medimg.")]
+    return found
+
+
+def upward_imports(package: Path = PACKAGE) -> list[str]:
+    """Every import that breaks the layering, as ``file:line: what``."""
+    problems = []
+    for path in sorted(package.rglob("*.py")):
+        room = room_of(path, package)
+        if room == "":
+            continue  # the root may name what it re-exports
+        if room not in RANK:
+            problems.append(f"{path.relative_to(package.parent)}: room {room!r} is not placed in LAYERS")
+            continue
+        for line, module in medimg_imports(path):
+            where = f"{path.relative_to(package.parent)}:{line}"
+            if module == "medimg":
+                problems.append(f"{where}: imports the package root (use medimg._version / the module itself)")
+                continue
+            target = module.split(".")[1]
+            if target not in RANK:
+                problems.append(f"{where}: imports {module}, whose room is not placed in LAYERS")
+            elif RANK[target] > RANK[room]:
+                problems.append(f"{where}: {room} imports {module} from a higher room ({target})")
+    return problems
+
+
+def test_no_module_imports_a_higher_room() -> None:
+    problems = upward_imports()
+    assert not problems, "layering broken:\n" + "\n".join(problems)
+
+
+def test_the_check_sees_lazy_and_root_imports(tmp_path: Path) -> None:
+    # the rule itself, on a throw-away package: a function-level upward import and a root import are both caught
+    fake = tmp_path / "medimg"
+    (fake / "io").mkdir(parents=True)
+    (fake / "tasks").mkdir()
+    (fake / "io" / "reader.py").write_text("def f():\n    from medimg.tasks.fit import g\n")
+    (fake / "tasks" / "fit.py").write_text("from medimg import __version__\nfrom medimg.io.reader import f\n")
+    assert upward_imports(fake) == [
+        "medimg/io/reader.py:2: io imports medimg.tasks.fit from a higher room (tasks)",
+        "medimg/tasks/fit.py:1: imports the package root (use medimg._version / the module itself)",
+    ]
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = f"import sys\n{statement}\nprint('\\n'.join(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    return set(proc.stdout.split())
+
+
+def test_import_medimg_is_light() -> None:
+    loaded = _loaded_after("import medimg")
+    assert not [m for m in HEAVY if m in loaded]
+    assert {m for m in loaded if m.startswith("medimg")} == {"medimg", "medimg._version", "medimg.errors"}
+
+
+@pytest.mark.parametrize(
+    ("statement", "allowed"),
+    [
+        ("import medimg.cli", ()),  # `medimg --help` starts at once
+        ("import medimg.io", ("numpy", "pydicom")),  # reading DICOM needs no deep-learning stack
+        ("import medimg.viz", ("numpy", "pydicom")),  # matplotlib only once a figure is drawn
+    ],
+)
+def test_light_entry_points(statement: str, allowed: tuple[str, ...]) -> None:
+    loaded = _loaded_after(statement)
+    assert [m for m in HEAVY if m in loaded and m not in allowed] == []
