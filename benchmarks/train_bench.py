@@ -14,6 +14,9 @@ CPU here (2 threads, fp32). On a GPU it also reports bf16 vs fp32 step time and 
    NCCL on a machine with 2+ GPUs): the same training step as 1., samples/s and scaling efficiency
    (samples/s with N ranks / (N x samples/s with 1)). Each configuration runs in a fresh process; Lightning
    starts the second rank by re-running this script.
+4. ``--augment``: cost of the ``scanner_shift`` augmentation preset (issue 17) per training step against the
+   default pipeline: both draw 4 patches of 96^3 from a preprocessed 1 x 160 x 160 x 128 volume (CPU, the data
+   loader's work per volume), interleaved; the ratio is preset / default.
 """
 
 from __future__ import annotations
@@ -180,6 +183,38 @@ def ddp_scaling(steps: int, size: int) -> str:
     return "\n".join(lines)
 
 
+def augmentation_cost(repeats: int) -> str:
+    from medimg.transforms.pipelines import SCANNER_SHIFT_RANGES, augmentation
+
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 160, 160, 128, generator=g)
+    item = {"image": image, "label": (image > 0.7).float()}
+    lines = [
+        "Augmentation per volume (4 patches of 96^3 from a 1 x 160 x 160 x 128 preprocessed volume; CPU, 2 threads; "
+        f"median of {repeats} interleaved runs; the machine was shared with other sessions):",
+        "",
+        "| pipeline | modality ranges | s / volume | ratio to default |",
+        "|---|---|---|---|",
+    ]
+    for modality in ("MR", "CT"):
+        pipes = {
+            "default": augmentation((96, 96, 96), 4),
+            "scanner_shift": augmentation((96, 96, 96), 4, preset="scanner_shift", modality=modality),
+        }
+        for i, pipe in enumerate(pipes.values()):
+            pipe.set_random_state(seed=i)
+        t = race({name: (lambda p=pipe: p(dict(item))) for name, pipe in pipes.items()}, repeats)
+        if modality == "MR":
+            lines.append(f"| default | - | {t['default']:.3f} | 1.00 |")
+        lines.append(
+            f"| scanner_shift | {modality} ({len(SCANNER_SHIFT_RANGES[modality])} transforms) | "
+            f"{t['scanner_shift']:.3f} | {t['scanner_shift'] / t['default']:.2f} |"
+        )
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/train_bench.py --augment --update-md`"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
@@ -187,11 +222,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--update-md", action="store_true")
     ap.add_argument("--ddp", action="store_true", help="only the DDP scaling benchmark (1 vs 2 ranks)")
+    ap.add_argument("--augment", action="store_true", help="only the augmentation preset's cost (issue 17)")
     ap.add_argument("--ddp-worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ddp-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.ddp_worker:
         ddp_worker(args.ddp_worker, args.steps, args.size, args.ddp_out)
+        return
+    if args.augment:
+        text = augmentation_cost(max(args.repeats, 9))
+        print(text)
+        if args.update_md:
+            update_section("Augmentation presets (issue 17)", text)
         return
     if args.ddp:
         text = ddp_scaling(args.steps, args.size)

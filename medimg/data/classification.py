@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from medimg.data.datasets import kfold_split
+from medimg.data.datasets import read_csv_rows, split_cases
 from medimg.errors import ConfigError
 
 __all__ = ["ClassificationDataModule"]
 
 
 class ClassificationDataModule(pl.LightningDataModule):
-    """Classification data from a CSV with ``image`` (NIfTI, DICOM file or folder) and ``label`` (integer) columns.
+    """Classification data from a CSV with ``image`` (NIfTI, DICOM file or folder) and ``label`` (integer) columns,
+    and optionally ``site`` (per-site metrics, ``held_out_site`` for leave-one-site-out) and ``patient`` (folds
+    grouped so that no patient is in training and validation at once).
 
     2D images (one slice) come out as (1, H, W), volumes as (1, H, W, D), resized to ``image_size`` and scaled
     to [0, 1] (CT: ``ct_window``; other modalities: 0.5-99.5 percentiles). Preprocessed cases are cached in
@@ -36,6 +36,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 4,
         seed: int = 0,
+        held_out_site: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -49,14 +50,15 @@ class ClassificationDataModule(pl.LightningDataModule):
         return self.hparams
 
     def _rows(self) -> list[dict[str, Any]]:
-        path = Path(self.hp.manifest)
-        if not path.is_file():
-            raise ConfigError("manifest CSV not found", path)
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows or not {"image", "label"} <= set(rows[0]):
-            raise ConfigError("manifest needs 'image' and 'label' columns", path)
-        return [{"image": str((path.parent / r["image"]).resolve()), "label": int(r["label"])} for r in rows]
+        rows = read_csv_rows(self.hp.manifest, ("image", "label"))
+        out: list[dict[str, Any]] = []
+        for i, r in enumerate(rows, start=2):  # line 1 is the header
+            try:
+                label = int(r["label"])
+            except ValueError:
+                raise ConfigError(f"row {i}: label {r['label']!r} is not a class index", self.hp.manifest) from None
+            out.append({"image": r["image"], "label": label, **{k: r[k] for k in ("site", "patient") if k in r}})
+        return out
 
     def _transforms(self, train: bool) -> Any:
         from monai import transforms as T
@@ -86,7 +88,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         from monai.data import CacheDataset
 
         rows = self._rows()
-        train_idx, val_idx = kfold_split(len(rows), self.hp.num_folds, self.hp.fold, self.hp.seed)
+        train_idx, val_idx = split_cases(rows, self.hp.num_folds, self.hp.fold, self.hp.seed, self.hp.held_out_site)
+        # the site travels into the batches (per-site metrics); the patient group is for the split only
+        rows = [{k: v for k, v in r.items() if k != "patient"} for r in rows]
         self.train_ds = CacheDataset([rows[i] for i in train_idx], self._transforms(True), progress=False)
         self.val_ds = CacheDataset([rows[i] for i in val_idx], self._transforms(False), progress=False)
 

@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
-from medimg.data.datasets import CaseList, case_name, kfold_split, read_csv_manifest, read_dataset
+from medimg.data.datasets import CaseList, case_name, read_csv_manifest, read_dataset, split_cases
 from medimg.errors import ConfigError
-from medimg.transforms.pipelines import Preprocessing, augmentation, preprocessing
+from medimg.transforms.pipelines import AUGMENTATION_PRESETS, Preprocessing, augmentation, preprocessing
 
 __all__ = ["EpochSeededSampler", "SegmentationDataModule"]
 
@@ -66,9 +66,15 @@ class SegmentationDataModule(pl.LightningDataModule):
     Args:
         dataset_dir: folder with a ``dataset.json``, in the MSD or the nnU-Net v2 raw layout (multi-channel
             cases become multi-channel inputs).
-        manifest: CSV with ``image,label`` columns instead of ``dataset_dir``.
+        manifest: CSV with ``image,label`` columns instead of ``dataset_dir`` (optional ``site``, ``patient``).
         cache_dir: where preprocessed cases go (default ``<dataset_dir>/.medimg_cache/<preprocessing hash>``).
-        fold / num_folds: deterministic k-fold split of the training cases (``split_seed`` fixes it).
+        fold / num_folds: deterministic k-fold split of the training cases (``split_seed`` fixes it); grouped
+            by ``patient`` when the cases carry one, so no patient is in training and validation at once.
+        held_out_site: leave-one-site-out instead of k-fold: validate on every case of this site (the ``site``
+            column / ``dataset.json`` field), train on the other sites.
+        augment: ``"default"`` (flips, rotations, small intensity scale/shift) or ``"scanner_shift"`` (the
+            default plus bias field, gamma, histogram shift, Gibbs ringing, blur/low resolution and noise with the
+            ranges of the modality the intensity mode implies; see :func:`medimg.transforms.scanner_shift`).
         spacing, intensity, ct_window, ct_stats, crop_foreground, patch_size: see :class:`Preprocessing`.
         samples_per_volume: random patches drawn from each volume per step (RandCropByPosNegLabeld).
         pos_neg_ratio: foreground-centred to background-centred patches (0.5: a third of the patches are
@@ -98,11 +104,15 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         epoch_length: int | None = None,
         seed: int = 0,
+        held_out_site: str | None = None,
+        augment: Literal["default", "scanner_shift"] = "default",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if (dataset_dir is None) == (manifest is None):
             raise ConfigError("give exactly one of --data.dataset_dir (MSD folder) or --data.manifest (CSV)")
+        if augment not in AUGMENTATION_PRESETS:
+            raise ConfigError(f"augment must be one of {', '.join(AUGMENTATION_PRESETS)}, got {augment!r}")
         sp, win, patch, stats = tuple(spacing), tuple(ct_window), tuple(patch_size), tuple(ct_stats)
         self.preprocessing = Preprocessing(sp, intensity, win, crop_foreground, patch, stats)  # type: ignore[arg-type]
         self._cases: CaseList | None = None
@@ -144,9 +154,11 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _dataset(self, items: list[dict[str, Any]]) -> Any:
         # MONAI's PersistentDataset with a lock per entry and atomic writes: ranks, nodes and jobs may start on
-        # the same empty cache (see medimg.data.cache for what MONAI's own class lacks)
+        # the same empty cache (see medimg.data.cache for what MONAI's own class lacks). The site travels with
+        # each case into the batches (per-site metrics); the patient group is for splitting only and stays here.
         from medimg.data.cache import SharedPersistentDataset
 
+        items = [{k: v for k, v in item.items() if k != "patient"} for item in items]
         return SharedPersistentDataset(items, transform=preprocessing(self.preprocessing), cache_dir=self.cache_path)
 
     def prepare_data(self) -> None:
@@ -167,7 +179,9 @@ class SegmentationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         from monai.data import Dataset
 
-        train_idx, val_idx = kfold_split(len(self.cases.training), self.hp.num_folds, self.hp.fold, self.hp.split_seed)
+        train_idx, val_idx = split_cases(
+            self.cases.training, self.hp.num_folds, self.hp.fold, self.hp.split_seed, self.hp.held_out_site
+        )
         cached = self._dataset(self.cases.training)
         self.augment = augmentation(
             self.hp.patch_size,
@@ -175,9 +189,11 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.hp.pos_neg_ratio,
             1.0,
             image_threshold=self.preprocessing.background_threshold,
+            preset=self.hp.augment,
+            modality=self.preprocessing.modality,
         )
-        self.train_ds = Dataset(_Subset(cached, train_idx), transform=self.augment)  # type: ignore[arg-type]
-        self.val_ds = _Subset(cached, val_idx)
+        self.train_ds = Dataset(Subset(cached, train_idx), transform=self.augment)  # type: ignore[arg-type]
+        self.val_ds = Subset(cached, val_idx)
         self._generator = torch.Generator()
         self.reseed(0)
 
@@ -233,14 +249,3 @@ def check_case(
             case["label"],
         )
     return n
-
-
-class _Subset(torch.utils.data.Dataset[Any]):
-    def __init__(self, base: Any, indices: list[int]) -> None:
-        self.base, self.indices = base, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self.indices[i]]

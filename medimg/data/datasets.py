@@ -1,8 +1,10 @@
 """Case lists: Medical Segmentation Decathlon and nnU-Net v2 raw ``dataset.json`` folders, CSV manifests; k-fold
-splits.
+splits (grouped by patient) and leave-one-site-out splits.
 
 A case is a dict ``{"image": path, "label": path}``; a multi-channel case (nnU-Net v2's ``case_0000.nii.gz``,
-``case_0001.nii.gz``, ...) has a list of paths under ``"image"``, one per channel, in channel order.
+``case_0001.nii.gz``, ...) has a list of paths under ``"image"``, one per channel, in channel order. A case may
+also carry ``"site"`` (the scanner / centre it comes from: per-site metrics, leave-one-site-out) and
+``"patient"`` (a pseudonymous group key: every scan of one patient falls in the same fold).
 """
 
 from __future__ import annotations
@@ -19,10 +21,25 @@ import numpy as np
 
 from medimg.errors import ConfigError
 
-__all__ = ["Case", "CaseList", "kfold_split", "read_csv_manifest", "read_dataset", "read_msd", "read_nnunet_raw"]
+__all__ = [
+    "GROUP_KEYS",
+    "Case",
+    "CaseList",
+    "kfold_split",
+    "leave_one_site_out",
+    "read_csv_manifest",
+    "read_csv_rows",
+    "read_dataset",
+    "read_msd",
+    "read_nnunet_raw",
+    "split_cases",
+]
 
 #: one case: ``image`` (a path, or a list of paths for a multi-channel image), ``label`` for training cases
 Case = dict[str, Any]
+
+#: the optional grouping fields of a case (CSV columns, ``dataset.json`` entries): never paths, never hashed as files
+GROUP_KEYS = ("site", "patient")
 
 #: the digits of nnU-Net v2's channel suffix: ``case_0000.nii.gz`` is channel 0 of ``case``
 NNUNET_CHANNEL_DIGITS = 4
@@ -48,11 +65,20 @@ class CaseList:
         """Image channels the dataset declares (``channel_names`` / ``modality``); 1 when it says nothing."""
         return max(len(self.channel_names), 1)
 
+    @property
+    def sites(self) -> list[str]:
+        """The distinct sites of the training cases, sorted (empty when no case names one)."""
+        return sorted({str(c["site"]) for c in self.training if c.get("site")})
+
     def digest(self) -> str:
-        """SHA-256 of the case list (paths relative to their root, file sizes): the dataset's fingerprint."""
+        """SHA-256 of the case list (paths relative to their root, file sizes, sites and patient groups): the
+        dataset's fingerprint."""
         h = hashlib.sha256()
         for case in self.training + self.test:
             for key in sorted(case):
+                if key in GROUP_KEYS:
+                    h.update(f"{key}={case[key]};".encode())
+                    continue
                 for p in map(Path, case_paths(case[key])):
                     size = (
                         p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
@@ -181,8 +207,13 @@ def read_msd(dataset_dir: str | os.PathLike[str]) -> CaseList:
             raise ConfigError(f"dataset.json lists {rel!r}, which does not exist", spec)
         return str(p)
 
-    training = [{"image": resolve(c["image"]), "label": resolve(c["label"])} for c in meta.get("training", [])]
-    test = [{"image": resolve(c if isinstance(c, str) else c["image"])} for c in meta.get("test", [])]
+    training = [
+        {"image": resolve(c["image"]), "label": resolve(c["label"]), **_groups(c)} for c in meta.get("training", [])
+    ]
+    test = [
+        {"image": resolve(c)} if isinstance(c, str) else {"image": resolve(c["image"]), **_groups(c)}
+        for c in meta.get("test", [])
+    ]
     if not training:
         raise ConfigError("dataset.json has no training cases", spec)
     labels = {int(k): str(v) for k, v in (meta.get("labels") or {"0": "background", "1": "foreground"}).items()}
@@ -190,44 +221,120 @@ def read_msd(dataset_dir: str | os.PathLike[str]) -> CaseList:
     return CaseList(training, test, labels, channels.get(0, ""), channels, spec)
 
 
+def _groups(entry: dict[str, Any]) -> dict[str, str]:
+    """The optional ``site`` / ``patient`` of a case entry (a CSV row or a ``dataset.json`` item), as strings."""
+    return {k: str(entry[k]).strip() for k in GROUP_KEYS if entry.get(k) not in (None, "")}
+
+
+def read_csv_rows(path: str | os.PathLike[str], required: tuple[str, ...] = ("image",)) -> list[dict[str, str]]:
+    """The rows of a CSV manifest (the one reader of the segmentation and the classification manifests).
+
+    ``image`` paths are resolved relative to the CSV's folder (what ``label`` holds, a path or a class, is the
+    caller's to read); every value is a stripped string, ``site`` and ``patient`` included when present.
+    Refuses a missing file, a missing ``required`` column and an empty manifest with
+    :class:`~medimg.errors.ConfigError`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("manifest CSV not found", p)
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"manifest needs the column(s) {', '.join(repr(c) for c in missing)}", p)
+        rows = []
+        for row in reader:
+            out = {k: (v or "").strip() for k, v in row.items() if k is not None}
+            if not out["image"]:
+                raise ConfigError(f"row {reader.line_num} has an empty 'image'", p)
+            out["image"] = str((p.parent / out["image"]).resolve())
+            rows.append(out)
+    if not rows:
+        raise ConfigError("manifest has no rows", p)
+    return rows
+
+
 def read_csv_manifest(path: str | os.PathLike[str]) -> CaseList:
-    """Read a CSV with columns ``image`` and ``label`` (paths relative to the CSV, NIfTI files or DICOM folders).
+    """Read a CSV with columns ``image`` and ``label`` (paths relative to the CSV, NIfTI files or DICOM folders),
+    and optionally ``site`` (scanner / centre) and ``patient`` (pseudonymous id; grouped folds).
 
     Rows without a label are test images. An optional ``labels`` JSON next to it is not needed: the number of
     classes is read from the config (``num_classes``).
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError("manifest CSV not found", p)
     training: list[Case] = []
     test: list[Case] = []
-    with p.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "image" not in reader.fieldnames:
-            raise ConfigError("manifest needs an 'image' column (and 'label' for training rows)", p)
-        for row in reader:
-            image = str((p.parent / row["image"]).resolve())
-            if row.get("label"):
-                training.append({"image": image, "label": str((p.parent / row["label"]).resolve())})
-            else:
-                test.append({"image": image})
+    for row in read_csv_rows(p, ("image",)):
+        if row.get("label"):
+            label = str((p.parent / row["label"]).resolve())
+            training.append({"image": row["image"], "label": label, **_groups(row)})
+        else:
+            test.append({"image": row["image"], **_groups(row)})
     for case in training + test:
-        for value in case.values():
-            if not Path(value).exists():
-                raise ConfigError(f"manifest lists {value}, which does not exist", p)
+        for key in ("image", "label"):
+            if key in case and not Path(case[key]).exists():
+                raise ConfigError(f"manifest lists {case[key]}, which does not exist", p)
     if not training:
         raise ConfigError("manifest has no rows with a label", p)
     return CaseList(training, test)
 
 
-def kfold_split(n: int, num_folds: int, fold: int, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Deterministic k-fold split of ``range(n)``: (train indices, validation indices) of ``fold``."""
+def kfold_split(
+    n: int, num_folds: int, fold: int, seed: int = 0, groups: list[str] | None = None
+) -> tuple[list[int], list[int]]:
+    """Deterministic k-fold split of ``range(n)``: (train indices, validation indices) of ``fold``.
+
+    ``groups`` (one key per case, e.g. the patient) keeps every case of a group in the same fold, so a patient
+    scanned twice is never in training and validation at once. Written by hand rather than scikit-learn's
+    ``GroupKFold`` so that with one case per group the folds are exactly the ungrouped ones (the same seeded
+    permutation, of groups instead of cases): adding a ``patient`` column to a manifest of distinct patients
+    does not move any case.
+    """
     if not 0 <= fold < num_folds:
         raise ConfigError(f"fold must be in [0, {num_folds}), got {fold}")
     if n < 2:
         raise ConfigError(f"need at least 2 labelled cases for a train/validation split, got {n}")
-    order = np.random.default_rng(seed).permutation(n)
-    folds = np.array_split(order, min(num_folds, n))
-    val = sorted(int(i) for i in folds[fold % len(folds)])
-    train = sorted(int(i) for i in order if i not in set(val))
+    keys = [str(i) for i in range(n)] if groups is None else [str(g) for g in groups]
+    if len(keys) != n:
+        raise ConfigError(f"internal: {len(keys)} group keys for {n} cases")
+    distinct = list(dict.fromkeys(keys))  # first-seen order: deterministic for a given case list
+    if len(distinct) < 2:
+        raise ConfigError(f"need at least 2 patients (groups) for a train/validation split, got {len(distinct)}")
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    folds = np.array_split(order, min(num_folds, len(distinct)))
+    val_groups = {distinct[int(i)] for i in folds[fold % len(folds)]}
+    val = [i for i in range(n) if keys[i] in val_groups]
+    train = [i for i in range(n) if keys[i] not in val_groups]
     return train, val
+
+
+def leave_one_site_out(sites: list[str], held_out: str) -> tuple[list[int], list[int]]:
+    """(train indices, validation indices): validate on every case of site ``held_out``, train on the others.
+
+    Refused with :class:`~medimg.errors.ConfigError` when the cases name fewer than two sites or not that one.
+    """
+    names = sorted({s for s in sites if s})
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
+        raise ConfigError(
+            f"leave-one-site-out needs cases from at least 2 sites; the 'site' column/field names {found}"
+        )
+    if held_out not in names:
+        raise ConfigError(f"site {held_out!r} is not in the data (sites: {', '.join(names)})")
+    if any(not s for s in sites):
+        raise ConfigError(f"{sum(not s for s in sites)} case(s) have no site; leave-one-site-out needs one per case")
+    val = [i for i, s in enumerate(sites) if s == held_out]
+    return [i for i, s in enumerate(sites) if s != held_out], val
+
+
+def split_cases(
+    cases: list[Case], num_folds: int, fold: int, seed: int = 0, held_out_site: str | None = None
+) -> tuple[list[int], list[int]]:
+    """The split a data module uses: leave-one-site-out when ``held_out_site`` is given, else k-fold, grouped
+    by ``patient`` when the cases carry one (a case without a patient is its own group)."""
+    if held_out_site is not None:
+        return leave_one_site_out([str(c.get("site") or "") for c in cases], held_out_site)
+    groups = None
+    if any(c.get("patient") for c in cases):
+        groups = [str(c.get("patient") or f"\0case{i}") for i, c in enumerate(cases)]
+    return kfold_split(len(cases), num_folds, fold, seed, groups)

@@ -1,4 +1,4 @@
-"""``ClassificationTask``: any :func:`medimg.models.backbone` (2D or 3D) with cross-entropy, AUROC and accuracy."""
+"""``ClassificationTask``: any :func:`medimg.models.create_backbone` (2D/3D) with cross-entropy, AUROC, accuracy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from medimg.models.backbones import backbone
+from medimg.models.backbones import create_backbone
+from medimg.tasks.optim import adamw_cosine
+from medimg.tasks.site_metrics import SiteRows, metric_key, site_gap, site_table
 
 __all__ = ["ClassificationTask"]
 
@@ -19,8 +21,11 @@ class ClassificationTask(pl.LightningModule):
 
     Args:
         backbone_name / num_classes / in_channels / spatial_dims / weights / inflate_from_2d: see
-            :func:`medimg.models.backbone`.
+            :func:`medimg.models.create_backbone`.
         lr / weight_decay: AdamW with a cosine schedule over ``trainer.max_epochs``.
+
+    When the batches carry a ``site`` (the manifest's ``site`` column), validation also logs the accuracy of
+    each site (``val/site_<S>/accuracy``) and the gap between the best and the worst (``val/site_gap_accuracy``).
     """
 
     checkpoint_metric = ("val/auroc", "max")
@@ -38,7 +43,7 @@ class ClassificationTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = backbone(
+        self.net = create_backbone(
             backbone_name,
             num_classes=num_classes,
             in_channels=in_channels,
@@ -50,6 +55,7 @@ class ClassificationTask(pl.LightningModule):
 
         self.val_auroc = MulticlassAUROC(num_classes=num_classes)
         self.val_acc = MulticlassAccuracy(num_classes=num_classes)
+        self._site_rows = SiteRows()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x)
@@ -71,8 +77,21 @@ class ClassificationTask(pl.LightningModule):
         # torchmetrics objects sync their states across DDP ranks at compute time
         self.log("val/auroc", self.val_auroc, on_epoch=True, prog_bar=True)
         self.log("val/accuracy", self.val_acc, on_epoch=True)
+        if "site" in batch:
+            sites: Any = batch["site"]
+            correct = (probs.argmax(-1) == y).float().unsqueeze(1)  # (N, 1): one "class" column per case
+            self._site_rows.add([sites] if isinstance(sites, str) else list(sites), {"accuracy": correct})
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self._site_rows.gather()  # a collective under DDP: every rank calls it
+        self._site_rows.reset()
+        if not rows or self.trainer.sanity_checking:
+            return
+        table = site_table(rows, ("accuracy",))
+        for row in table:
+            self.log(metric_key("val", row["site"], "accuracy"), row["accuracy"], sync_dist=False)
+        self.log("val/site_gap_accuracy", site_gap(table, "accuracy")[2], sync_dist=False)
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(self.trainer.max_epochs or 1), 1))
-        return {"optimizer": opt, "lr_scheduler": sched}
+        hp = self.hparams
+        return adamw_cosine(self.parameters(), hp["lr"], hp["weight_decay"], self.trainer)

@@ -13,7 +13,10 @@ import pytorch_lightning as pl
 import torch
 
 from medimg.errors import MedimgError
+from medimg.models import eval_mode
 from medimg.models.segmentation import segmentation_net
+from medimg.tasks.optim import adamw_cosine
+from medimg.tasks.site_metrics import SiteRows, metric_key, site_gap, site_table, write_site_report
 
 __all__ = ["NonFiniteLossError", "SegmentationTask"]
 
@@ -39,6 +42,13 @@ class SegmentationTask(pl.LightningModule):
             after this many in a row the run stops with :class:`NonFiniteLossError`.
         preprocessing: filled in by the CLI/data module so the checkpoint carries the preprocessing that
             ``medimg segment`` must repeat.
+        labels: class names by value, filled in from the data module the same way (a constructor argument so
+            that ``medimg validate --ckpt_path`` and ``load_from_checkpoint`` take them back).
+
+    When the batches carry a ``site`` (the data's ``site`` column / field), validation and test also report Dice
+    and HD95 per site and class (``val/site_<S>/dice_class<c>``), the gap between the best and the worst site
+    (``val/site_gap_dice``, ``val/site_gap_hd95``), and write ``per_site_val.csv`` / ``per_site_val.png`` (one
+    line per site) into the run's log folder. HD95 is in voxels of the preprocessed grid, as ``val/hd95_class<c>``.
     """
 
     #: the metric that picks the best checkpoint, and its direction
@@ -58,6 +68,7 @@ class SegmentationTask(pl.LightningModule):
         deep_supervision: bool = False,
         max_nonfinite: int = 10,
         preprocessing: dict[str, Any] | None = None,
+        labels: dict[int, str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -77,6 +88,8 @@ class SegmentationTask(pl.LightningModule):
         self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean_batch")
         self._nonfinite_in_a_row = 0
         self._skip_step = False
+        self._site_rows = SiteRows()
+        self._site_history: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
 
     @property
     def hp(self) -> Any:
@@ -117,9 +130,7 @@ class SegmentationTask(pl.LightningModule):
         """Sliding-window logits for whole volumes (N, C, H, W, D), windows of ``roi_size``."""
         from monai.inferers import sliding_window_inference
 
-        was_training = self.net.training
-        self.net.eval()
-        try:
+        with eval_mode(self.net):
             out = sliding_window_inference(
                 x,
                 roi_size=self.hp.roi_size,
@@ -129,8 +140,6 @@ class SegmentationTask(pl.LightningModule):
                 mode="gaussian",
                 progress=progress,
             )
-        finally:
-            self.net.train(was_training)
         return out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
 
     def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -179,7 +188,7 @@ class SegmentationTask(pl.LightningModule):
             return
         optimizer.step(closure=lambda: result)
 
-    def _evaluate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _evaluate(self, batch: dict[str, Any]) -> torch.Tensor:
         from monai.networks.utils import one_hot
 
         x, y = batch["image"], batch["label"]
@@ -188,8 +197,12 @@ class SegmentationTask(pl.LightningModule):
         k = self.hp.num_classes
         pred = one_hot(torch.argmax(logits, dim=1, keepdim=True), num_classes=k)
         truth = one_hot(y.long(), num_classes=k)
-        self.dice(pred, truth)
-        self.hd95(pred, truth)
+        # (N, classes - 1): this batch's cases, also kept by the metric for the epoch's mean
+        dice = torch.as_tensor(self.dice(pred, truth))
+        hd95 = torch.as_tensor(self.hd95(pred, truth))
+        if "site" in batch:
+            sites = batch["site"]
+            self._site_rows.add([sites] if isinstance(sites, str) else list(sites), {"dice": dice, "hd95": hd95})
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -212,6 +225,39 @@ class SegmentationTask(pl.LightningModule):
         self.log(f"{prefix}/dice", torch.nanmean(dice_t).item(), prog_bar=True, sync_dist=False)
         self.dice.reset()
         self.hd95.reset()
+        self._log_site_metrics(prefix)
+
+    def _log_site_metrics(self, prefix: str) -> None:
+        """Per-site Dice / HD95 per class, the best-worst gap, and the CSV + plot (see the class docstring)."""
+        rows = self._site_rows.gather()  # a collective under DDP: every rank calls it
+        self._site_rows.reset()
+        if not rows or self.trainer.sanity_checking:
+            return
+        from medimg.tasks.callbacks import run_dir
+
+        names = {int(k): str(v) for k, v in (self.hparams.get("labels") or {}).items()}
+        table = site_table(rows, ("dice", "hd95"), names)
+        for row in table:
+            for metric in ("dice", "hd95"):
+                key = metric_key(prefix, row["site"], f"{metric}_class{row['class_index']}")
+                self.log(key, row[metric], sync_dist=False)
+        best, worst, gap = site_gap(table, "dice")
+        self.log(f"{prefix}/site_gap_dice", gap, sync_dist=False)
+        self.log(f"{prefix}/site_gap_hd95", site_gap(table, "hd95", higher_is_better=False)[2], sync_dist=False)
+        folder = run_dir(self.trainer)  # a collective under DDP too
+        if self.trainer.global_rank != 0:
+            return
+        log.info(
+            "%s Dice per site: %s; best %s, worst %s, gap %.3f",
+            prefix,
+            ", ".join(f"{r['site']}/{r['class']} {r['dice']:.3f} ({r['cases']} cases)" for r in table),
+            best,
+            worst,
+            gap,
+        )
+        history = self._site_history[prefix]
+        history += [{"epoch": self.current_epoch, **row} for row in table]
+        write_site_report(history, folder, f"per_site_{prefix}", ("dice", "hd95"))
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -220,7 +266,4 @@ class SegmentationTask(pl.LightningModule):
         self._log_metrics("test")
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
-        epochs = max(int(self.trainer.max_epochs or 1), 1)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return adamw_cosine(self.parameters(), self.hp.lr, self.hp.weight_decay, self.trainer)

@@ -17,7 +17,19 @@ import torch
 
 from medimg.io.volume import GRID_TOLERANCE_MM
 
-__all__ = ["LoadVolumed", "Preprocessing", "augmentation", "check_same_grid", "preprocessing"]
+__all__ = [
+    "AUGMENTATION_PRESETS",
+    "SCANNER_SHIFT_RANGES",
+    "LoadVolumed",
+    "Preprocessing",
+    "augmentation",
+    "check_same_grid",
+    "preprocessing",
+    "scanner_shift",
+]
+
+#: the training augmentation presets (``--data.augment``); the first is the default
+AUGMENTATION_PRESETS = ("default", "scanner_shift")
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,11 @@ class Preprocessing:
         """Inverse of :meth:`as_dict` (lists from YAML/JSON become tuples)."""
         kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kwargs)
+
+    @property
+    def modality(self) -> Literal["CT", "MR"]:
+        """The modality the intensity mode implies: ``"CT"`` for the HU windows, ``"MR"`` otherwise."""
+        return "CT" if self.intensity in ("ct", "ct_zscore") else "MR"
 
     @property
     def background_threshold(self) -> float:
@@ -158,19 +175,94 @@ def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *,
     return T.Compose(steps)
 
 
+#: Ranges of the ``scanner_shift`` preset per modality, on the *preprocessed* intensities (CT: the HU window
+#: scaled to [0, 1] or z-scored; MR: z-scored per image), with the probability each is drawn per patch:
+#: (MONAI transform, its range argument(s), probability). What each stands for:
+#:
+#: * bias field (``RandBiasFieldd`` coefficients): MR coil sensitivity / B1 inhomogeneity across vendors and
+#:   field strengths; barely present in CT (cupping after beam-hardening correction), hence the small range.
+#: * gamma (``RandAdjustContrastd``): a contrast curve that differs between sequences / reconstruction settings.
+#: * histogram shift (``RandHistogramShiftd`` control points): a non-linear intensity mapping (MR scanners have
+#:   no absolute scale); off for CT, whose HU are calibrated.
+#: * Gibbs ringing (``RandGibbsNoised`` alpha): k-space truncation of lower-resolution MR protocols; not CT.
+#: * blur (``RandGaussianSmoothd`` sigma in voxels) and low resolution (``RandSimulateLowResolutiond`` zoom):
+#:   a softer reconstruction kernel (CT) or thicker slices / lower matrix.
+#: * noise (``RandGaussianNoised`` std): dose / field strength / coil.
+SCANNER_SHIFT_RANGES: dict[str, dict[str, tuple[tuple[float, float], float]]] = {
+    "CT": {
+        "bias_field": ((0.0, 0.05), 0.2),
+        "gamma": ((0.85, 1.2), 0.3),
+        "blur_sigma": ((0.25, 1.0), 0.2),
+        "low_resolution_zoom": ((0.6, 1.0), 0.15),
+        "noise_std": ((0.0, 0.05), 0.3),
+    },
+    "MR": {
+        "bias_field": ((0.0, 0.3), 0.4),
+        "gamma": ((0.7, 1.5), 0.3),
+        "histogram_shift_points": ((5.0, 12.0), 0.2),
+        "gibbs_alpha": ((0.0, 0.5), 0.1),
+        "blur_sigma": ((0.25, 1.0), 0.2),
+        "low_resolution_zoom": ((0.6, 1.0), 0.15),
+        "noise_std": ((0.0, 0.3), 0.4),
+    },
+}
+
+
+def scanner_shift(modality: str = "MR", key: str = "image") -> list[Any]:
+    """MONAI random transforms that imitate another scanner / centre: the ``scanner_shift`` preset.
+
+    ``modality`` picks the ranges of :data:`SCANNER_SHIFT_RANGES` (``"CT"``; anything else gets the MR
+    ranges). Intensity-curve changes come first, then resolution, then noise (the order of acquisition).
+    Applied to ``key`` only; labels are untouched (none of these moves a voxel).
+    """
+    from monai import transforms as T
+
+    r = SCANNER_SHIFT_RANGES["CT" if modality == "CT" else "MR"]
+    out: list[Any] = []
+    if "bias_field" in r:
+        (lo, hi), prob = r["bias_field"]
+        out.append(T.RandBiasFieldd(keys=key, coeff_range=(lo, hi), prob=prob))
+    if "gamma" in r:
+        gamma, prob = r["gamma"]
+        out.append(T.RandAdjustContrastd(keys=key, gamma=gamma, prob=prob))
+    if "histogram_shift_points" in r:
+        (lo, hi), prob = r["histogram_shift_points"]
+        out.append(T.RandHistogramShiftd(keys=key, num_control_points=(int(lo), int(hi)), prob=prob))
+    if "gibbs_alpha" in r:
+        alpha, prob = r["gibbs_alpha"]
+        out.append(T.RandGibbsNoised(keys=key, alpha=alpha, prob=prob))
+    (s_lo, s_hi), prob = r["blur_sigma"]
+    out.append(
+        T.RandGaussianSmoothd(keys=key, sigma_x=(s_lo, s_hi), sigma_y=(s_lo, s_hi), sigma_z=(s_lo, s_hi), prob=prob)
+    )
+    zoom, prob = r["low_resolution_zoom"]
+    out.append(T.RandSimulateLowResolutiond(keys=key, zoom_range=zoom, prob=prob))
+    (_, std), prob = r["noise_std"]
+    out.append(T.RandGaussianNoised(keys=key, std=std, prob=prob, sample_std=True))
+    return out
+
+
 def augmentation(
     patch_size: Sequence[int],
     samples_per_volume: int = 4,
     pos: float = 1.0,
     neg: float = 1.0,
     image_threshold: float = 0.0,
+    preset: str = "default",
+    modality: str = "CT",
 ) -> Any:
     """The random part, per step: label-balanced patches (RandCropByPosNegLabeld), flips, 90-degree rotations,
-    intensity scale/shift -- the MONAI spleen tutorial's recipe.
+    intensity scale/shift -- the MONAI spleen tutorial's recipe; ``preset="scanner_shift"`` adds
+    :func:`scanner_shift` with ``modality``'s ranges.
 
     ``pos / (pos + neg)`` of the patches are centred on a foreground voxel; the others on a background voxel whose
     (preprocessed) intensity is above ``image_threshold`` (0 = above the CT window's lower bound in ``"ct"`` mode).
     """
+    from medimg.errors import ConfigError
+
+    if preset not in AUGMENTATION_PRESETS:
+        raise ConfigError(f"augmentation preset must be one of {', '.join(AUGMENTATION_PRESETS)}, got {preset!r}")
+    shift = scanner_shift(modality) if preset == "scanner_shift" else []
     from monai import transforms as T
 
     keys = ["image", "label"]
@@ -193,5 +285,6 @@ def augmentation(
             *([T.RandRotate90d(keys=keys, prob=0.1, max_k=3)] if patch_size[0] == patch_size[1] else []),
             T.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            *shift,
         ]
     )

@@ -1,0 +1,171 @@
+"""Per-site scores: the validation / test metrics of each site (scanner, centre) apart, and the gap between the
+best and the worst site -- what a pooled mean hides when one hospital's scans are rarer or different.
+
+The tasks collect one row per case (site, per-class scores), gather them across DDP ranks, and call
+:func:`site_table` for the means; :func:`write_site_report` writes the table as CSV (every epoch so far) and a
+plot with one line per site.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medimg.io.atomic import atomic_path
+
+__all__ = ["SiteRows", "metric_key", "site_gap", "site_table", "write_site_report"]
+
+
+class SiteRows:
+    """Per-case scores with their site, collected over one validation / test epoch.
+
+    ``add(sites, scores)`` takes the batch's sites and ``{"dice": (N, C) tensor, ...}`` with one column per
+    foreground class; :meth:`gather` returns every rank's rows (a collective under DDP).
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, sites: Sequence[str], scores: dict[str, torch.Tensor]) -> None:
+        for i, site in enumerate(sites):
+            row: dict[str, Any] = {"site": str(site)}
+            for name, values in scores.items():
+                row[name] = [float(v) for v in values[i].detach().float().cpu().reshape(-1).tolist()]
+            self.rows.append(row)
+
+    def reset(self) -> None:
+        self.rows = []
+
+    def gather(self) -> list[dict[str, Any]]:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return list(self.rows)
+        parts: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, self.rows)
+        return [row for part in parts for row in part]
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def site_table(
+    rows: list[dict[str, Any]], metrics: Sequence[str], class_names: dict[int, str] | None = None
+) -> list[dict[str, Any]]:
+    """Mean of each metric per (site, class) over that site's cases: rows ``{site, class, class_index, cases,
+    <metric>...}``,
+    sorted by site then class. Non-finite case values (HD95 of an empty prediction) are left out of the mean.
+    Classes are numbered from 1 (the first foreground class) unless ``class_names`` names them."""
+    by_site: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_site[row["site"]].append(row)
+    out = []
+    for site in sorted(by_site):
+        cases = by_site[site]
+        n_classes = len(cases[0][metrics[0]])
+        for c in range(n_classes):
+            entry: dict[str, Any] = {
+                "site": site,
+                "class": (class_names or {}).get(c + 1, str(c + 1)),
+                "class_index": c + 1,
+                "cases": len(cases),
+            }
+            for m in metrics:
+                entry[m] = _nanmean([case[m][c] for case in cases])
+            out.append(entry)
+    return out
+
+
+def site_gap(table: list[dict[str, Any]], metric: str, higher_is_better: bool = True) -> tuple[str, str, float]:
+    """(best site, worst site, gap) of ``metric`` averaged over classes: ``best - worst`` for a score such as
+    Dice, ``worst - best`` for a distance such as HD95, so the gap is never negative."""
+    per_site: dict[str, list[float]] = defaultdict(list)
+    for row in table:
+        per_site[row["site"]].append(row[metric])
+    means = {s: _nanmean(v) for s, v in per_site.items()}
+    finite = {s: v for s, v in means.items() if math.isfinite(v)}
+    if not finite:
+        return "", "", float("nan")
+    best = (max if higher_is_better else min)(finite, key=lambda s: finite[s])
+    worst = (min if higher_is_better else max)(finite, key=lambda s: finite[s])
+    return best, worst, abs(finite[best] - finite[worst])
+
+
+def metric_key(prefix: str, site: str, name: str) -> str:
+    """The logged name of a per-site value, e.g. ``val/site_B/dice_class1`` (the site's characters outside
+    ``[A-Za-z0-9_.-]`` become ``_``)."""
+    return f"{prefix}/site_{re.sub(r'[^A-Za-z0-9_.-]', '_', site)}/{name}"
+
+
+def write_site_report(
+    history: list[dict[str, Any]], folder: str | Path, name: str, metrics: Sequence[str]
+) -> tuple[Path, Path]:
+    """Write ``<name>.csv`` (every row of ``history``: epoch, site, class, cases, metrics) and ``<name>.png``
+    (per metric, the class-mean of each site against the epoch: one line per site) into ``folder``, atomically.
+    Returns the two paths."""
+    from matplotlib.figure import Figure
+
+    folder = Path(folder)
+    csv_path, png_path = folder / f"{name}.csv", folder / f"{name}.png"
+    fields = ["epoch", "site", "class", "class_index", "cases", *metrics]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    with atomic_path(csv_path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+    # matplotlib's object API (no pyplot): no global figure state, safe in a training process
+    fig = Figure(figsize=(4.5 * len(metrics), 3.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for row in history:
+            points[row["site"]][int(row["epoch"])].append(row[metric])
+        for site in sorted(points):
+            epochs = sorted(points[site])
+            ax.plot(epochs, [_nanmean(points[site][e]) for e in epochs], marker="o", label=f"site {site}")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{name}: {metric} (mean over classes)")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    return csv_path, png_path
+
+
+def score_cases(task: Any, cases: Sequence[dict[str, Any]], default_site: str = "all") -> list[dict[str, Any]]:
+    """Score a segmentation task on labelled cases (``{"image", "label"[, "site"]}`` paths, as in a
+    :class:`~medimg.data.datasets.CaseList`) with the checkpoint's own preprocessing: one row per case with its
+    site and per-class ``dice`` and ``hd95`` (voxels of the preprocessed grid), ready for :func:`site_table` --
+    what ``validate`` reports, for cases outside a data module (held-out test images of each site)."""
+    from monai.metrics import compute_hausdorff_distance
+    from monai.networks.utils import one_hot
+
+    from medimg.tasks.metrics import dice_per_class
+    from medimg.transforms.pipelines import Preprocessing, preprocessing
+
+    prep = preprocessing(Preprocessing.from_dict(task.hparams["preprocessing"]))
+    k = int(task.hparams["num_classes"])
+    rows = SiteRows()
+    for case in cases:
+        item = prep({"image": case["image"], "label": case["label"]})
+        with torch.no_grad():
+            pred = task.infer(torch.as_tensor(item["image"]).unsqueeze(0).to(task.device)).argmax(1).cpu()
+        truth = torch.as_tensor(item["label"])[0].long()
+        per_class = dice_per_class(pred[0].numpy(), truth.numpy(), range(1, k))
+        hd = compute_hausdorff_distance(
+            one_hot(pred.unsqueeze(1), k), one_hot(truth[None, None], k), include_background=False, percentile=95
+        )
+        dice_t = torch.tensor([[per_class[c] for c in range(1, k)]])
+        rows.add([str(case.get("site") or default_site)], {"dice": dice_t, "hd95": hd})
+    return rows.rows
