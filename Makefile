@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medimg-installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: setup demo test lint typecheck unit lab bench clean
+.PHONY: setup demo test lint typecheck unit lab review bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,8 +46,20 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# The reading session as a page with no code (Voila) on 127.0.0.1, behind a random token printed below; the page
+# asks the reader's name first. What to read: REVIEW_CASES (folder, dataset.json or CSV case_id,image[,label]),
+# REVIEW_CKPT, REVIEW_EXPLANATIONS (from `medimg explain --cases ... --out-dir`), REVIEW_STORE; default: the
+# demo's model and held-out reading set, answers in data/reviews.sqlite.
+REVIEW_PORT ?= 8866
+review: $(STAMP)
+	@token=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))'); \
+	echo "reading session: http://127.0.0.1:$(REVIEW_PORT)/?token=$$token"; \
+	MEDIMG_REVIEW_CASES="$(abspath $(REVIEW_CASES))" MEDIMG_REVIEW_CHECKPOINT="$(abspath $(REVIEW_CKPT))" \
+	MEDIMG_REVIEW_EXPLANATIONS="$(abspath $(REVIEW_EXPLANATIONS))" MEDIMG_REVIEW_STORE="$(abspath $(or $(REVIEW_STORE),data/reviews.sqlite))" \
+	$(BIN)/voila notebooks/review-app.ipynb --no-browser --Voila.ip=127.0.0.1 --port=$(REVIEW_PORT) --token="$$token"
+
 bench: $(STAMP)
-	for b in io models train explain dicom_seg plan; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
+	for b in io models train explain dicom_seg plan review export; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,9 @@
 """The radiologist's loop in a real browser: JupyterLab + headless Chromium (Debian's), driven by Playwright.
 
-Opens 03-review-heatmaps.ipynb, runs all cells, moves the slice slider and checks the picture changed, submits
-a verdict through the form and finds it in the SQLite store with the checkpoint's hash. Screenshots go to
-outputs/browser/. Chromium is installed with apt when missing; the test skips (saying why) only where apt can't.
+Opens 03-review-heatmaps.ipynb (a reading session over one held-out case), runs all cells, moves the slice slider
+and checks the picture changed, submits a verdict through the form and finds it in the SQLite store with the
+checkpoint's hash. Screenshots go to outputs/browser/. Chromium is installed with apt when missing; the test skips
+(saying why) only where apt can't.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def lab(tmp_path_factory):
     nb = json.loads((ROOT / "notebooks" / "03-review-heatmaps.ipynb").read_text())
     params = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     params["source"] = (
-        f"checkpoint = {str(ckpt)!r}\nimage = {str(data / 'imagesTs' / 'Phantom_006.nii.gz')!r}\n"
-        f"case_id = 'phantom-006'\nstore = {str(store)!r}\nreport_html = {str(root / 'report.html')!r}\n"
+        f"checkpoint = {str(ckpt)!r}\ncases = {str(data / 'imagesTs')!r}\nprecomputed = None\n"
+        f"reader = 'Dr. Browser'\nstore = {str(store)!r}\nreport_html = {str(root / 'report.html')!r}\n"
     )
     (root / "review.ipynb").write_text(json.dumps(nb))
     port, token = _free_port(), secrets.token_hex(16)
@@ -117,7 +118,7 @@ def test_radiologist_reviews_a_case_in_the_browser(lab):
         assert after != before, "moving the slice slider did not change the rendered image"
 
         page.get_by_role("button", name="disagree").click()
-        page.get_by_placeholder("your name").fill("Dr. Browser")
+        page.get_by_text("case 1 of 1").wait_for()  # the session's reader is set by the notebook's parameters
         page.get_by_placeholder("What is right or wrong about the map?").fill("heat spills into the body wall")
         page.get_by_role("button", name="Save answer").click()
         page.get_by_text("saved answer #").wait_for(timeout=30_000)
@@ -127,5 +128,5 @@ def test_radiologist_reviews_a_case_in_the_browser(lab):
     from medimg.review import FeedbackStore
 
     (row,) = FeedbackStore(lab["store"]).all()
-    assert (row.case_id, row.verdict, row.reviewer) == ("phantom-006", "disagree", "Dr. Browser")
+    assert (row.case_id, row.verdict, row.reviewer) == ("Phantom_006", "disagree", "Dr. Browser")
     assert row.checkpoint_sha256 == hashlib.sha256(lab["ckpt"].read_bytes()).hexdigest()

@@ -31,7 +31,7 @@ def test_round_trip_and_schema_version(tmp_path):
     (back,) = store.all(case_id="case1")
     assert back.id == row and back.verdict == "partly" and back.comment.startswith("map on the lesion")
     assert back.checkpoint_sha256 == SHA
-    assert store.schema_version == SCHEMA_VERSION == 1
+    assert store.schema_version == SCHEMA_VERSION == 2
     assert "case1" in store.to_csv()
 
 

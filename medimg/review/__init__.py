@@ -1,7 +1,31 @@
-"""The radiologist's review: viewer + feedback form (JupyterLab), SQLite feedback store, HTML/CSV report."""
+"""The radiologist's review: viewer + feedback form (JupyterLab), reading sessions over a worklist (also as a
+Voila page), SQLite feedback store, agreement between readers, HTML/CSV report."""
 
+from medimg.review.agreement import StudyAgreement, study_agreement
+from medimg.review.reading import ReadingSession, open_session
 from medimg.review.report import export_report
-from medimg.review.store import SCHEMA_VERSION, VERDICTS, Feedback, FeedbackStore
+from medimg.review.session_view import SessionWidget, session
+from medimg.review.store import CANNOT_ASSESS, SCHEMA_VERSION, VERDICTS, Feedback, FeedbackStore
 from medimg.review.viewer import ReviewWidget, review
+from medimg.review.worklist import ReadingCase, SkippedCase, Worklist, read_worklist
 
-__all__ = ["SCHEMA_VERSION", "VERDICTS", "Feedback", "FeedbackStore", "ReviewWidget", "export_report", "review"]
+__all__ = [
+    "CANNOT_ASSESS",
+    "SCHEMA_VERSION",
+    "VERDICTS",
+    "Feedback",
+    "FeedbackStore",
+    "ReadingCase",
+    "ReadingSession",
+    "ReviewWidget",
+    "SessionWidget",
+    "SkippedCase",
+    "StudyAgreement",
+    "Worklist",
+    "export_report",
+    "open_session",
+    "read_worklist",
+    "review",
+    "session",
+    "study_agreement",
+]

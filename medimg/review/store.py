@@ -1,8 +1,11 @@
 """The feedback store: radiologists' answers in SQLite, each tied to the exact model and input of its map.
 
-SQLite in WAL mode with a busy timeout: two notebook kernels (or processes) writing at once both succeed;
-each answer is one transaction. The schema carries a version (``PRAGMA user_version``) so later medimg versions
-can migrate it instead of guessing.
+SQLite in WAL mode with a busy timeout: two notebook kernels (or two readers' Voila pages) writing at once both
+succeed; each answer is one transaction. An answer is never overwritten: an amendment is a new row that names
+the row it amends (``amends``), so the history of a reader's opinion on a case stays readable. The schema carries
+a version (``PRAGMA user_version``); older stores are migrated in place, newer ones are refused untouched.
+
+Schema history: 1 = first release; 2 = adds the ``cannot assess`` verdict and the ``amends`` column.
 """
 
 from __future__ import annotations
@@ -20,19 +23,21 @@ from typing import Literal
 
 from medimg.errors import MedimgError
 
-__all__ = ["SCHEMA_VERSION", "VERDICTS", "Feedback", "FeedbackStore"]
+__all__ = ["CANNOT_ASSESS", "SCHEMA_VERSION", "VERDICTS", "Feedback", "FeedbackStore"]
 
-SCHEMA_VERSION = 1
-VERDICTS = ("agree", "partly", "disagree")
-Verdict = Literal["agree", "partly", "disagree"]
+SCHEMA_VERSION = 2
+#: the verdict of a reader who cannot judge the map (image quality, out of their field, ...)
+CANNOT_ASSESS = "cannot assess"
+VERDICTS = ("agree", "partly", "disagree", CANNOT_ASSESS)
+Verdict = Literal["agree", "partly", "disagree", "cannot assess"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created_utc TEXT NOT NULL,
     case_id TEXT NOT NULL,
     reviewer TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'partly', 'disagree')),
+    verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'partly', 'disagree', 'cannot assess')),
     localisation INTEGER CHECK (localisation BETWEEN 1 AND 5),
     comment TEXT NOT NULL DEFAULT '',
     checkpoint_sha256 TEXT NOT NULL,
@@ -40,11 +45,20 @@ CREATE TABLE IF NOT EXISTS feedback (
     method TEXT NOT NULL,
     layer TEXT NOT NULL,
     label INTEGER NOT NULL,
-    sanity_rho REAL
+    sanity_rho REAL,
+    amends INTEGER REFERENCES feedback (id)
 );
+"""
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS feedback_case ON feedback (case_id);
 CREATE INDEX IF NOT EXISTS feedback_checkpoint ON feedback (checkpoint_sha256);
+CREATE INDEX IF NOT EXISTS feedback_reviewer ON feedback (reviewer);
 """
+#: the columns schema 1 had (all kept by the migration to 2)
+_V1_COLUMNS = (
+    "id, created_utc, case_id, reviewer, verdict, localisation, comment, checkpoint_sha256, input_sha256, "
+    "method, layer, label, sanity_rho"
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class Feedback:
     sanity_rho: float | None = None
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     id: int | None = None
+    amends: int | None = None  # id of the earlier answer (same reader, same case) this one replaces
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -82,24 +97,21 @@ class FeedbackStore:
     def __init__(self, path: str | os.PathLike[str] = "data/reviews.sqlite", timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise MedimgError(
-                    f"review database has schema version {version}, newer than this medimg ({SCHEMA_VERSION}); "
-                    "upgrade medimg",
-                    self.path,
-                )
-            con.executescript(_SCHEMA)
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                _create_or_migrate(con, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise MedimgError(
+                f"cannot open the review store ({exc}); give a writable SQLite file path", self.path
+            ) from exc
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            con.execute("PRAGMA journal_mode=WAL")
             yield con
         finally:
             con.close()
@@ -120,16 +132,22 @@ class FeedbackStore:
             con.execute("COMMIT")
             return int(cur.lastrowid or 0)
 
-    def all(self, case_id: str | None = None, checkpoint_sha256: str | None = None) -> list[Feedback]:
+    def all(
+        self, case_id: str | None = None, checkpoint_sha256: str | None = None, reviewer: str | None = None
+    ) -> list[Feedback]:
+        """Every answer (amendments included, oldest first), optionally of one case / checkpoint / reviewer."""
         query, args = "SELECT * FROM feedback WHERE 1=1", list[str]()
-        if case_id is not None:
-            query, args = query + " AND case_id = ?", [*args, case_id]
-        if checkpoint_sha256 is not None:
-            query, args = query + " AND checkpoint_sha256 = ?", [*args, checkpoint_sha256]
+        for column, value in (("case_id", case_id), ("checkpoint_sha256", checkpoint_sha256), ("reviewer", reviewer)):
+            if value is not None:
+                query, args = query + f" AND {column} = ?", [*args, value]
         with self._connect() as con:
             con.row_factory = sqlite3.Row
             rows = con.execute(query + " ORDER BY id", args).fetchall()
         return [Feedback(**dict(r)) for r in rows]
+
+    def latest(self, reviewer: str | None = None) -> dict[tuple[str, str], Feedback]:
+        """The current answer of each (case, reviewer): the last row, amendments replacing what they amend."""
+        return {(a.case_id, a.reviewer): a for a in self.all(reviewer=reviewer)}
 
     def to_csv(self) -> str:
         """All answers as CSV text (one row per answer, every column)."""
@@ -141,3 +159,35 @@ class FeedbackStore:
         for r in rows:
             writer.writerow(asdict(r))
         return buf.getvalue()
+
+
+def _create_or_migrate(con: sqlite3.Connection, path: Path) -> None:
+    """Bring the database to :data:`SCHEMA_VERSION` in one transaction (two first openers may race)."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(con.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise MedimgError(
+                f"review database has schema version {version}, newer than this medimg ({SCHEMA_VERSION}); "
+                "upgrade medimg",
+                path,
+            )
+        if version == 1:
+            _migrate_1_to_2(con)
+        else:
+            con.execute(_TABLE.format(name="feedback"))
+        for statement in filter(str.strip, _INDEXES.split(";")):
+            con.execute(statement)
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _migrate_1_to_2(con: sqlite3.Connection) -> None:
+    """SQLite cannot alter a CHECK constraint: copy the rows into a table with the new one."""
+    con.execute(_TABLE.format(name="feedback_v2"))
+    con.execute(f"INSERT INTO feedback_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM feedback")
+    con.execute("DROP TABLE feedback")
+    con.execute("ALTER TABLE feedback_v2 RENAME TO feedback")

@@ -3,26 +3,30 @@
 ``review(explanation, case_id=...)`` shows one case: plane and slice sliders, CT/MR window preset, heatmap
 opacity, toggles for label / prediction / heatmap, the sanity-check verdict, and a form (verdict, localisation
 score, comment, reviewer) whose answer goes to the :class:`~medimg.review.store.FeedbackStore` together with the
-checkpoint's and the input's SHA-256, the method and the layer.
+checkpoint's and the input's SHA-256, the method and the layer. A reading session (:mod:`medimg.review.session`)
+shows one such viewer per case; an earlier answer passed as ``previous`` fills the form, and saving again stores an
+amendment (a new row naming the one it amends), never an overwrite.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from medimg.explain.api import Explanation
-from medimg.explain.overlay import CT_WINDOWS, PLANES, figure_png, render_planes, to_ras
 from medimg.io.volume import Volume
-from medimg.review.store import VERDICTS, Feedback, FeedbackStore
+from medimg.review.store import CANNOT_ASSESS, VERDICTS, Feedback, FeedbackStore
+from medimg.viz import CT_WINDOWS, PLANES, figure_png, render_planes, to_ras
 
 __all__ = ["ReviewWidget", "review"]
 
 
 class ReviewWidget:
-    """Viewer + form for one case; ``.widget`` is the ipywidgets container to display."""
+    """Viewer + form for one case; ``.widget`` is the ipywidgets container to display, ``.explanation`` the
+    map it shows, ``.previous`` the answer the next save amends (None before the first)."""
 
     def __init__(
         self,
@@ -32,10 +36,12 @@ class ReviewWidget:
         store: FeedbackStore,
         label: Volume | None = None,
         reviewer: str = "",
+        previous: Feedback | None = None,
     ) -> None:
         import ipywidgets as w
 
-        self.ex, self.case_id, self.store, self.label = explanation, case_id, store, label
+        self.explanation, self.case_id, self.store, self.label = explanation, case_id, store, label
+        self.previous = previous
         shape = to_ras(explanation.image).shape
         self._axis_len = {"sagittal": shape[0], "coronal": shape[1], "axial": shape[2]}
         modality = str(explanation.image.meta.get("modality", ""))
@@ -60,6 +66,8 @@ class ReviewWidget:
         self.reviewer = w.Text(value=reviewer, placeholder="your name", description="Reviewer")
         self.submit = w.Button(description="Save answer", button_style="primary", icon="check")
         self.status = w.HTML()
+        if previous is not None:
+            self._fill(previous)
         self.plane.observe(self._plane_changed, names="value")
         for control in (self.slice, self.preset, self.opacity, self.show_heat, self.show_pred, self.show_label):
             control.observe(lambda _change: self.redraw(), names="value")
@@ -75,6 +83,14 @@ class ReviewWidget:
         self.widget = w.VBox([header, w.HBox([self.image, w.VBox([controls, self.sanity, form])])])
         self.redraw()
 
+    def _fill(self, answer: Feedback) -> None:
+        self.verdict.value = answer.verdict
+        self.localisation.value = answer.localisation or 3
+        self.comment.value = answer.comment
+        self.status.value = (
+            f"<span>your answer of {answer.created_utc} (UTC) is shown; saving again stores an amendment</span>"
+        )
+
     def _plane_changed(self, change: dict[str, Any]) -> None:
         n = self._axis_len[change["new"]]
         self.slice.max = n - 1
@@ -85,9 +101,9 @@ class ReviewWidget:
         """PNG of the current view (also what the browser test compares between slices)."""
         preset = None if str(self.preset.value).startswith("auto") else self.preset.value
         fig = render_planes(
-            self.ex.image,
-            heatmap=self.ex.heatmap,
-            prediction=self.ex.prediction,
+            self.explanation.image,
+            heatmap=self.explanation.heatmap,
+            prediction=self.explanation.prediction,
             label=self.label,
             preset=preset,
             planes=[self.plane.value],
@@ -104,25 +120,30 @@ class ReviewWidget:
         """Store the form's answer; shows what happened under the button."""
         from medimg.errors import MedimgError
 
+        reviewer = str(self.reviewer.value).strip()
+        earlier = self.previous if self.previous is not None and self.previous.reviewer == reviewer else None
         try:
             fb = Feedback(
                 case_id=self.case_id,
-                reviewer=str(self.reviewer.value),
+                reviewer=reviewer,
                 verdict=self.verdict.value,
-                localisation=int(self.localisation.value),
+                localisation=None if self.verdict.value == CANNOT_ASSESS else int(self.localisation.value),
                 comment=str(self.comment.value),
-                checkpoint_sha256=self.ex.checkpoint_sha256,
-                input_sha256=self.ex.input_sha256,
-                method=self.ex.method,
-                layer=self.ex.layer,
-                label=self.ex.label,
-                sanity_rho=None if self.ex.sanity is None else self.ex.sanity.correlation,
+                checkpoint_sha256=self.explanation.checkpoint_sha256,
+                input_sha256=self.explanation.input_sha256,
+                method=self.explanation.method,
+                layer=self.explanation.layer,
+                label=self.explanation.label,
+                sanity_rho=None if self.explanation.sanity is None else self.explanation.sanity.correlation,
+                amends=None if earlier is None else earlier.id,
             )
             row = self.store.add(fb)
         except MedimgError as exc:
             self.status.value = f"<span style='color:#b00'>not saved: {exc}</span>"
             return None
-        self.status.value = f"<span style='color:green'>saved answer #{row} for {self.case_id}</span>"
+        self.previous = replace(fb, id=row)
+        kind = "answer" if fb.amends is None else f"amendment of #{fb.amends}"
+        self.status.value = f"<span style='color:green'>saved {kind} #{row} for {self.case_id}</span>"
         return row
 
 
