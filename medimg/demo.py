@@ -7,7 +7,9 @@
 3. plan the task from its fingerprint (``medimg plan``, 40 s of CPU training) and train it with ``medimg fit``;
 4. segment the held-out DICOM series with the best checkpoint and report its Dice; write the mask as NIfTI and
    as a DICOM SEG referencing the series (``*_seg.dcm``);
-5. explain the segmentation (HiResCAM heatmap, randomisation sanity check), write the heatmap as NIfTI and as a
+5. export the model to ONNX with its preprocessing (``model.onnx``), segment the held-out series again with
+   ONNX Runtime and print the agreement with the torch mask;
+6. explain the segmentation (HiResCAM heatmap, randomisation sanity check), write the heatmap as NIfTI and as a
    DICOM Parametric Map (``*_heatmap.dcm``), and write an HTML review page.
 
 Everything goes under ``outputs/demo/``.
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,38 @@ import numpy as np
 from medimg.io.atomic import atomic_write_text
 from medimg.io.volume import Volume
 
-__all__ = ["ensure_demo_model", "run_demo"]
+__all__ = ["DemoPaths", "ensure_demo_model", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Every file the demo writes, named once under its output folder."""
+
+    out: Path
+
+    @property
+    def dataset(self) -> Path:
+        return self.out / "MNI152Brain"
+
+    @property
+    def held_image(self) -> Path:
+        return self.dataset / "imagesTs" / f"{HELD_OUT}.nii.gz"
+
+    @property
+    def held_label(self) -> Path:
+        return self.dataset / "labelsTs" / f"{HELD_OUT}.nii.gz"
+
+    @property
+    def dicom(self) -> Path:
+        return self.out / "dicom" / HELD_OUT
+
+    def case_file(self, suffix: str) -> Path:
+        """``<out>/MNI152Brain_008<suffix>``: the held-out case's outputs (mask, SEG, heatmaps)."""
+        return self.out / f"{HELD_OUT}{suffix}"
+
+
+#: the case the demo holds out of training and segments from its DICOM series
+HELD_OUT = "MNI152Brain_008"
 
 
 def ensure_demo_model(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, Path]:
@@ -35,123 +69,155 @@ def ensure_demo_model(out: str | os.PathLike[str] = "outputs/demo") -> dict[str,
     Returns paths: ``checkpoint``, ``image`` (held-out NIfTI), ``dicom`` (the same case as a DICOM series),
     ``label`` (its reference mask).
     """
-    out = Path(out)
-    summary = out / "summary.json"
+    paths = DemoPaths(Path(out))
+    summary = paths.out / "summary.json"
     if summary.is_file():
-        data = json.loads(summary.read_text())
-        ckpt = Path(str(data.get("checkpoint", "")))
+        ckpt = Path(str(json.loads(summary.read_text()).get("checkpoint", "")))
         if ckpt.is_file():
-            return _demo_paths(out, ckpt)
+            return _model_paths(paths, ckpt)
     run_demo(out)
-    return _demo_paths(out, Path(json.loads(summary.read_text())["checkpoint"]))
+    return _model_paths(paths, Path(json.loads(summary.read_text())["checkpoint"]))
 
 
-def _demo_paths(out: Path, ckpt: Path) -> dict[str, Path]:
-    return {
-        "checkpoint": ckpt,
-        "image": out / "MNI152Brain" / "imagesTs" / "MNI152Brain_008.nii.gz",
-        "dicom": out / "dicom" / "MNI152Brain_008",
-        "label": out / "MNI152Brain" / "labelsTs" / "MNI152Brain_008.nii.gz",
-    }
+def _model_paths(paths: DemoPaths, ckpt: Path) -> dict[str, Path]:
+    return {"checkpoint": ckpt, "image": paths.held_image, "dicom": paths.dicom, "label": paths.held_label}
 
 
 def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
+    """Run the demo's steps in order under ``out``; returns (and writes) ``summary.json``'s content."""
+    paths = DemoPaths(Path(out))
+    paths.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    summary: dict[str, object] = {}
+    summary.update(_scan_and_convert(paths))
+    _build_task(paths)
+    best = _train(paths)
+    summary["checkpoint"] = str(best)
+    mask, seg = _segment(paths, best)
+    summary.update(seg)
+    summary.update(_export(paths, best, mask))
+    summary.update(_explain(paths, best))
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_text(paths.out / "summary.json", json.dumps(summary, indent=2))
+    print(f"\ndemo done in {summary['seconds']} s; summary in {paths.out / 'summary.json'}")
+    return summary
+
+
+STEPS = 8
+
+
+def _step(k: int, text: str) -> None:
+    print(f"\n[{k}/{STEPS}] {text}" if k > 1 else f"[{k}/{STEPS}] {text}")
+
+
+def _scan_and_convert(paths: DemoPaths) -> dict[str, object]:
+    """Steps 1-3: scan pydicom's messy sample tree, load the enhanced CT in HU, convert the usable series."""
     from medimg.data.samples import pydicom_file, pydicom_folder
     from medimg.io import load, scan
     from medimg.io.convert import convert
+    from medimg.viz.tables import scan_text
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     folder = pydicom_folder("dicomdirtests")
-    print(f"[1/7] scanning {folder} (pydicom's sample DICOM tree)")
+    _step(1, f"scanning {folder} (pydicom's sample DICOM tree)")
     found = scan(folder)
-    print(found.table())
+    print(scan_text(found))
 
-    print("\n[2/7] loading the enhanced multi-frame CT sample (eCT_Supplemental.dcm)")
+    _step(2, "loading the enhanced multi-frame CT sample (eCT_Supplemental.dcm)")
     ct = load(pydicom_file("eCT_Supplemental.dcm"))
     print(f"      {ct}  values [{int(ct.array.min())}, {int(ct.array.max())}] ({ct.meta['value_unit']})")
-    ct_path = ct.save(out / "eCT_Supplemental.nii.gz")
+    ct_path = ct.save(paths.out / "eCT_Supplemental.nii.gz")
 
-    print(f"\n[3/7] converting the usable series to NIfTI under {out / 'nifti'}")
-    report = convert(folder, out / "nifti")
+    _step(3, f"converting the usable series to NIfTI under {paths.out / 'nifti'}")
+    report = convert(folder, paths.out / "nifti")
     for p in report.written:
         print(f"      wrote {p}")
     for key, why in report.refused.items():
         print(f"      refused {key}: {why}")
-    print(f"\n[4/7] building the MNI152 brain-tissue task under {out / 'MNI152Brain'}")
-    from medimg.data.phantoms import make_mni_msd
-
-    dataset = make_mni_msd(out / "MNI152Brain", n_cases=8, n_test=1, voxel_mm=3.0, seed=0)
-    held_image = dataset / "imagesTs" / "MNI152Brain_008.nii.gz"
-    held_label = dataset / "labelsTs" / "MNI152Brain_008.nii.gz"
-    dicom_dir = out / "dicom" / "MNI152Brain_008"
-    _write_mr_series(load(held_image), dicom_dir)
-    print(f"      held-out case written as a DICOM MR series: {dicom_dir}")
-
-    print(
-        f"\n[5/7] planning the task (medimg plan --device cpu --time-budget {DEMO_TIME_BUDGET}) and training it on CPU"
-    )
-    run = out / "run"
-    shutil.rmtree(run, ignore_errors=True)
-    from medimg.plan import plan_dataset
-    from medimg.tasks.lightning_cli import run_cli
-
-    plan, plan_path = plan_dataset(dataset, out / "plan.yaml", device="cpu", time_budget=DEMO_TIME_BUDGET)
-    print("\n".join(f"      {line}" for line in plan.summary) + f"\n      plan: {plan_path}")
-    run_cli(
-        [
-            "fit",
-            "--config",
-            str(plan_path),
-            "--trainer.default_root_dir",
-            str(run),
-            "--trainer.enable_model_summary",
-            "false",
-        ]
-    )
-    best = sorted((run / "checkpoints").glob("best-*.ckpt"))[-1]
-
-    print(f"\n[6/7] segmenting the held-out DICOM series with {best.name}")
-    from medimg.tasks.inference import segment
-
-    mask = segment(best, dicom_dir, out / "MNI152Brain_008_mask.nii.gz", device="cpu")
-    truth = np.asarray(load(held_label).array) > 0
-    pred = np.asarray(mask.array) > 0
-    dice = float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
-    print(f"      Dice on the held-out case: {dice:.4f}  (mask: {out / 'MNI152Brain_008_mask.nii.gz'})")
-    seg_dcm = _write_seg(mask, dicom_dir, best, out / "MNI152Brain_008_seg.dcm")
-    print(f"      DICOM SEG referencing the held-out series: {seg_dcm}")
-    print("\n[7/7] explaining the held-out segmentation (HiResCAM + randomisation check) and writing a review page")
-    from medimg.explain.api import explain_case
-    from medimg.review import FeedbackStore, export_report
-
-    ex = explain_case(best, dicom_dir, 1)
-    heat_path = ex.save(out / "MNI152Brain_008_heatmap.nii.gz")
-    heat_dcm = ex.save(out / "MNI152Brain_008_heatmap.dcm")  # the same map as a DICOM Parametric Map
-    print(f"      {ex.sanity}")
-    store = FeedbackStore(out / "reviews.sqlite")
-    review_page = export_report(
-        [("MNI152Brain_008", ex)], out / "review.html", store, labels={"MNI152Brain_008": load(held_label)}
-    )
-    print(f"      heatmap: {heat_path} (DICOM Parametric Map: {heat_dcm})\n      review page: {review_page}")
-    summary: dict[str, object] = {
+    return {
         "series_found": len(found),
         "converted": [str(p) for p in report.written] + [str(ct_path)],
         "refused": report.refused,
-        "checkpoint": str(best),
-        "heldout_dice": round(dice, 4),
-        "mask": str(out / "MNI152Brain_008_mask.nii.gz"),
+    }
+
+
+def _build_task(paths: DemoPaths) -> None:
+    """Step 4: the MNI152 brain-tissue task (MSD layout) and its held-out case as a DICOM MR series."""
+    from medimg.data.phantoms import make_mni_msd
+    from medimg.io import load
+
+    _step(4, f"building the MNI152 brain-tissue task under {paths.dataset}")
+    make_mni_msd(paths.dataset, n_cases=8, n_test=1, voxel_mm=3.0, seed=0)
+    _write_mr_series(load(paths.held_image), paths.dicom)
+    print(f"      held-out case written as a DICOM MR series: {paths.dicom}")
+
+
+def _train(paths: DemoPaths) -> Path:
+    """Step 5: plan the task (``medimg plan``) and train it with ``medimg fit``; the best checkpoint."""
+    from medimg.plan import plan_dataset
+    from medimg.tasks.lightning_cli import run_cli
+
+    _step(5, f"planning the task (medimg plan --device cpu --time-budget {DEMO_TIME_BUDGET}) and training it on CPU")
+    run = paths.out / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    plan, plan_path = plan_dataset(paths.dataset, paths.out / "plan.yaml", device="cpu", time_budget=DEMO_TIME_BUDGET)
+    print("\n".join(f"      {line}" for line in plan.summary) + f"\n      plan: {plan_path}")
+    fit = ["fit", "--config", str(plan_path), "--trainer.default_root_dir", str(run)]
+    run_cli([*fit, "--trainer.enable_model_summary", "false"])
+    return sorted((run / "checkpoints").glob("best-*.ckpt"))[-1]
+
+
+def _segment(paths: DemoPaths, best: Path) -> tuple[Volume, dict[str, object]]:
+    """Step 6: segment the held-out DICOM series; Dice against its reference; NIfTI mask and DICOM SEG."""
+    from medimg.io import load
+    from medimg.tasks.inference import segment
+    from medimg.tasks.metrics import dice
+
+    _step(6, f"segmenting the held-out DICOM series with {best.name}")
+    mask_path = paths.case_file("_mask.nii.gz")
+    mask = segment(best, paths.dicom, mask_path, device="cpu")
+    score = dice(mask.array, load(paths.held_label).array)
+    print(f"      Dice on the held-out case: {score:.4f}  (mask: {mask_path})")
+    seg_dcm = _write_seg(mask, paths.dicom, best, paths.case_file("_seg.dcm"))
+    print(f"      DICOM SEG referencing the held-out series: {seg_dcm}")
+    return mask, {"heldout_dice": round(score, 4), "mask": str(mask_path), "seg_dcm": str(seg_dcm)}
+
+
+def _export(paths: DemoPaths, best: Path, torch_mask: Volume) -> dict[str, object]:
+    """Step 7: export the model to ONNX with its recipe and segment the held-out series with ONNX Runtime."""
+    from medimg.export import export_checkpoint, load_exported
+    from medimg.tasks.metrics import dice
+
+    _step(7, f"exporting the model to {paths.out / 'model.onnx'} and segmenting the held-out series with it")
+    report = export_checkpoint(best, paths.out / "model.onnx")
+    print(f"      {report.summary()}")
+    onnx_mask = load_exported(report.path).segment(paths.dicom, paths.case_file("_mask_onnx.nii.gz"))
+    a, b = np.asarray(onnx_mask.array), np.asarray(torch_mask.array)
+    agreement, same = dice(a, b), float((a == b).mean())
+    print(f"      ONNX Runtime vs torch mask: Dice {agreement:.4f}, {same:.4%} of voxels identical")
+    return {"onnx": str(report.path), "onnx_dice_vs_torch": round(agreement, 4), "onnx_voxels_same": same}
+
+
+def _explain(paths: DemoPaths, best: Path) -> dict[str, object]:
+    """Step 8: HiResCAM of the held-out segmentation with its randomisation check; heatmaps; review page."""
+    from medimg.explain.api import explain_case
+    from medimg.io import load
+    from medimg.review import FeedbackStore, export_report
+
+    _step(8, "explaining the held-out segmentation (HiResCAM + randomisation check) and writing a review page")
+    ex = explain_case(best, paths.dicom, 1)
+    heat_path = ex.save(paths.case_file("_heatmap.nii.gz"))
+    heat_dcm = ex.save(paths.case_file("_heatmap.dcm"))  # the same map as a DICOM Parametric Map
+    print(f"      {ex.sanity}")
+    store = FeedbackStore(paths.out / "reviews.sqlite")
+    labels: dict[str, object] = {HELD_OUT: load(paths.held_label)}
+    review_page = export_report([(HELD_OUT, ex)], paths.out / "review.html", store, labels=labels)
+    print(f"      heatmap: {heat_path} (DICOM Parametric Map: {heat_dcm})\n      review page: {review_page}")
+    return {
         "heatmap": str(heat_path),
-        "seg_dcm": str(seg_dcm),
         "heatmap_dcm": str(heat_dcm),
         "review_html": str(review_page),
         "sanity_rho": None if ex.sanity is None else round(ex.sanity.correlation, 4),
-        "seconds": round(time.perf_counter() - t0, 2),
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(f"\ndemo done in {summary['seconds']} s; summary in {out / 'summary.json'}")
-    return summary
 
 
 #: training time the demo's plan is made for (``medimg plan --time-budget``)

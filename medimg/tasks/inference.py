@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from medimg.errors import MedimgError
+from medimg.export.pipeline import CPU_WINDOWS, load_image, preprocess, refuse_channels, segment_with, to_input_grid
+from medimg.export.recipe import Recipe
 from medimg.io.volume import Volume
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ __all__ = [
     "load_task",
     "prepare",
     "segment",
+    "task_recipe",
     "to_input_grid",
 ]
 
@@ -33,42 +35,16 @@ log = logging.getLogger(__name__)
 
 def prepare(task: Any, image: str | os.PathLike[str]) -> tuple[Any, Any]:
     """Load ``image`` and apply the checkpoint's preprocessing: (original MetaTensor, preprocessed MetaTensor)."""
-    from medimg.transforms.pipelines import LoadVolumed, Preprocessing, preprocessing
-
     prep = task.hparams.get("preprocessing")
     if not prep:
         raise MedimgError("checkpoint carries no preprocessing (was it trained with medimg fit?)")
-    p = Preprocessing.from_dict(prep)
-    original = LoadVolumed(["image"])({"image": image})["image"]
-    check_channels(task, original.shape[0], image)
-    data = preprocessing(p, keys=["image"], load=False)({"image": original.clone()})["image"]
-    return original, data
+    original = load_image(image, int(task.hparams.get("in_channels", 1)))
+    return original, preprocess(original, prep)
 
 
 def check_channels(task: Any, got: int, image: str | os.PathLike[str]) -> None:
-    """Refuse an image whose channel / volume count is not the model's ``in_channels`` -- in one line, before the
-    network sees it (a 4D diffusion or fMRI series loads as (i, j, k, t) and would reach the net as t channels)."""
-    expected = int(task.hparams.get("in_channels", 1))
-    if got != expected:
-        raise MedimgError(
-            f"the image has {got} channels or volumes (a 4D series?) but the model takes {expected}; pass "
-            f"{'one volume (medimg convert --split-4d)' if expected == 1 else f'{expected}-channel input'}",
-            image,
-        )
-
-
-def to_input_grid(values: torch.Tensor, data: Any, original: Any, mode: str = "nearest") -> np.ndarray[Any, Any]:
-    """Resample (1, X', Y', Z') ``values`` on the preprocessed grid of ``data`` back onto ``original``'s grid."""
-    from monai.data import MetaTensor
-    from monai.transforms import ResampleToMatch
-
-    meta_dict = {k: v for k, v in dict(data.meta).items() if k != "affine"}
-    meta = MetaTensor(values.float().cpu(), affine=data.affine, meta=meta_dict)
-    back = ResampleToMatch(mode=mode)(meta, img_dst=original)
-    out = np.asarray(back[0].detach().cpu().numpy())
-    if out.shape != tuple(original.shape[1:]):
-        raise MedimgError(f"internal: resampled shape {out.shape} != input shape {tuple(original.shape[1:])}")
-    return out
+    """Refuse an image whose channel / volume count is not the model's ``in_channels`` (one line, exit 2)."""
+    refuse_channels(int(task.hparams.get("in_channels", 1)), got, image)
 
 
 def load_task(ckpt: str | os.PathLike[str], device: str | torch.device = "cpu") -> Any:
@@ -120,12 +96,36 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def algorithm_info(task: Any, ckpt: str | os.PathLike[str] | None = None) -> AlgorithmInfo:
     """The :class:`~medimg.io.seg.AlgorithmInfo` of a checkpoint: net name, checkpoint SHA-256, medimg version."""
-    from medimg import __version__
+    from medimg._version import __version__
     from medimg.io.seg import AlgorithmInfo as Info
 
     digest = "unknown (task passed in memory)" if ckpt is None else file_sha256(ckpt)
     net = str(task.hparams.get("net", "unknown"))
     return Info(f"medimg {net}", __version__, {"net": net, "checkpoint_sha256": digest})
+
+
+def task_recipe(task: Any, ckpt: str | os.PathLike[str] | None = None) -> Recipe:
+    """The inference :class:`~medimg.export.Recipe` of a loaded :class:`~medimg.tasks.SegmentationTask`: its
+    preprocessing, sliding-window settings, class names and provenance."""
+    from medimg._version import __version__
+
+    hp = task.hparams
+    prep = hp.get("preprocessing")
+    if not prep:
+        raise MedimgError("checkpoint carries no preprocessing (was it trained with medimg fit?)", ckpt)
+    return Recipe(
+        task="segmentation",
+        net=str(hp.get("net", "unknown")),
+        in_channels=int(hp.get("in_channels", 1)),
+        num_classes=int(hp.get("num_classes", 2)),
+        class_names={k: v for k, v in class_names(task, ckpt).items() if k > 0},
+        checkpoint_sha256="unknown (task passed in memory)" if ckpt is None else file_sha256(ckpt),
+        medimg_version=__version__,
+        preprocessing=dict(prep),
+        roi_size=tuple(int(r) for r in hp.get("roi_size", (96, 96, 96))),
+        sw_batch_size=int(hp.get("sw_batch_size", 4)),
+        overlap=float(hp.get("sw_overlap", 0.25)),
+    )
 
 
 def segment(
@@ -140,41 +140,37 @@ def segment(
     """Segment ``image`` (DICOM folder/file or NIfTI) with a checkpoint (path or loaded task).
 
     The checkpoint's own preprocessing (orientation, spacing, intensity) is applied, sliding-window inference
-    runs on it, and the label map is resampled (nearest neighbour) back onto the input's voxel grid: the
-    returned :class:`Volume` has the input's shape and affine. ``output`` (``.nii.gz``) is written atomically;
-    an ``output`` ending in ``.dcm`` is written as a DICOM SEG referencing the DICOM input (see
-    :func:`medimg.io.seg.write_seg`), and is refused before inference for a NIfTI input or a series medimg
-    resamples on load.
+    runs on it with streamed Gaussian blending (:func:`medimg.export.blending.sliding_window_labels`: the same
+    windows and weights as :meth:`~medimg.tasks.SegmentationTask.infer`, without holding every class's
+    probabilities for the whole volume), and the label map is resampled (nearest neighbour) back onto the
+    input's voxel grid: the returned :class:`Volume` has the input's shape and affine. ``output``
+    (``.nii.gz``) is written atomically; an ``output`` ending in ``.dcm`` is written as a DICOM SEG referencing
+    the DICOM input (see :func:`medimg.io.seg.write_seg`), and is refused before inference for a NIfTI input or
+    a series medimg resamples on load.
 
     Args:
         precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast; 16-mixed needs a GPU).
         device: ``"cuda"``/``"cpu"``; default: CUDA when available.
     """
-    source = None
-    if output is not None and Path(output).name.lower().endswith(".dcm"):
-        from medimg.io.seg import source_slices
-
-        source = source_slices(image)  # fail before inference: NIfTI input, resampled or mixed series
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    task = load_task(ckpt, dev) if isinstance(ckpt, (str, os.PathLike)) else ckpt.to(dev).eval()
-    original, data = prepare(task, image)
+    if isinstance(ckpt, (str, os.PathLike)):
+        path: str | os.PathLike[str] | None = ckpt
+        task = load_task(ckpt, dev)
+    else:
+        path, task = None, ckpt.to(dev).eval()
     autocast: Any = contextlib.nullcontext()
     if precision in ("bf16-mixed", "16-mixed"):
         dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
         autocast = torch.autocast(device_type=dev.type, dtype=dtype)
     elif precision not in ("32", "32-true"):
         raise MedimgError(f"precision must be 32, bf16-mixed or 16-mixed, got {precision!r}")
-    with torch.no_grad(), autocast:
-        logits = task.infer(data.unsqueeze(0).to(dev), progress=progress)
-    pred = torch.argmax(logits.float(), dim=1).to(torch.float32).cpu()  # (1, X, Y, Z) on the preprocessed grid
-    # Fortran order: slice k is one contiguous block, so a DICOM SEG is written without a transposed copy
-    mask = to_input_grid(pred, data, original, mode="nearest").astype(np.uint8, order="F")
-    volume = Volume(mask, np.asarray(original.affine, dtype=np.float64), {"modality": "SEG", "source": str(image)})
-    if source is not None and output is not None:
-        from medimg.io.seg import write_seg
+    net = task.net.eval()
 
-        path = ckpt if isinstance(ckpt, (str, os.PathLike)) else None
-        write_seg(volume, source, output, labels=class_names(task, path), algorithm=algorithm_info(task, path))
-    elif output is not None:
-        volume.save(output)
-    return volume
+    def predictor(x: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            out: torch.Tensor = net(x)
+        return out
+
+    windows = CPU_WINDOWS if dev.type == "cpu" else None
+    recipe = task_recipe(task, path)
+    return segment_with(predictor, recipe, image, output, device=dev, windows_per_call=windows, progress=progress)

@@ -1,0 +1,169 @@
+"""The inference pipeline around a network, without Lightning: load, preprocess, windows, blend, back to the
+input grid, write. Shared by ``medimg segment`` with a checkpoint (:mod:`medimg.tasks.inference`) and with an
+exported model (:mod:`medimg.export.runtime`), so both give the same masks.
+
+Nothing here imports Lightning (``medimg.tasks`` does, on import of the package): an edge install that runs
+exported models needs torch, MONAI, onnxruntime and medimg's readers only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medimg.errors import MedimgError
+from medimg.export.blending import Predictor, sliding_window_labels
+from medimg.export.recipe import Recipe
+from medimg.io.volume import Volume
+
+__all__ = [
+    "CPU_WINDOWS",
+    "classification_input",
+    "load_image",
+    "preprocess",
+    "refuse_channels",
+    "resample_to",
+    "segment_with",
+    "to_input_grid",
+]
+
+
+#: windows per network call on the CPU. The recipe's ``sw_batch_size`` (4) is a GPU setting; on the CPU one
+#: window per call ran as fast (2 threads, UNet 16..256, ROI 96^3) and lowered the peak memory by about 1 GB
+#: (activations of four 96^3 windows, and ONNX Runtime's arena sized for them).
+CPU_WINDOWS = 1
+
+
+def refuse_channels(expected: int, got: int, image: str | os.PathLike[str]) -> None:
+    """Refuse an image whose channel / volume count is not the model's ``in_channels`` -- in one line, before the
+    network sees it (a 4D diffusion or fMRI series loads as (i, j, k, t) and would reach the net as t channels)."""
+    if got != expected:
+        raise MedimgError(
+            f"the image has {got} channels or volumes (a 4D series?) but the model takes {expected}; pass "
+            f"{'one volume (medimg convert --split-4d)' if expected == 1 else f'{expected}-channel input'}",
+            image,
+        )
+
+
+def load_image(image: str | os.PathLike[str], in_channels: int) -> Any:
+    """The image as a channel-first MetaTensor (medimg's checked DICOM/NIfTI reader), channels checked."""
+    from medimg.transforms.pipelines import LoadVolumed
+
+    original = LoadVolumed(["image"])({"image": image})["image"]
+    refuse_channels(in_channels, int(original.shape[0]), image)
+    return original
+
+
+def preprocess(original: Any, prep: dict[str, Any], *, copy: bool = True) -> Any:
+    """Apply a checkpoint's :class:`~medimg.transforms.Preprocessing` (as a dict) to a loaded image (to a copy
+    unless ``copy=False``, when the caller no longer needs ``original``)."""
+    from medimg.transforms.pipelines import Preprocessing, preprocessing
+
+    p = Preprocessing.from_dict(prep)
+    return preprocessing(p, keys=["image"], load=False)({"image": original.clone() if copy else original})["image"]
+
+
+def to_input_grid(values: torch.Tensor, data: Any, original: Any, mode: str = "nearest") -> np.ndarray[Any, Any]:
+    """Resample (1, X', Y', Z') ``values`` on the preprocessed grid of ``data`` back onto ``original``'s grid."""
+    return resample_to(values, data, np.asarray(original.affine), tuple(original.shape[1:]), mode)
+
+
+def resample_to(
+    values: torch.Tensor, data: Any, affine: np.ndarray[Any, Any], shape: tuple[int, ...], mode: str = "nearest"
+) -> np.ndarray[Any, Any]:
+    """Resample (1, X', Y', Z') ``values`` on the preprocessed grid of ``data`` onto the grid ``(affine, shape)``
+    (MONAI's ``ResampleToMatch`` without keeping the whole destination image in memory)."""
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    meta_dict = {k: v for k, v in dict(data.meta).items() if k != "affine"}
+    meta = MetaTensor(values.float().cpu(), affine=data.affine, meta=meta_dict)
+    back = SpatialResample(mode=mode)(meta, dst_affine=torch.as_tensor(affine), spatial_size=shape)
+    out = np.asarray(back[0].detach().cpu().numpy())
+    if out.shape != tuple(shape):
+        raise MedimgError(f"internal: resampled shape {out.shape} != input shape {tuple(shape)}")
+    return out
+
+
+def segment_with(
+    predictor: Predictor,
+    recipe: Recipe,
+    image: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    device: torch.device | None = None,
+    windows_per_call: int | None = None,
+    progress: bool = False,
+) -> Volume:
+    """Segment ``image`` with a network call and its recipe; the mask is on the input's voxel grid.
+
+    ``output`` ``.nii.gz`` is written atomically; ``.dcm`` writes a DICOM SEG referencing the DICOM input
+    (refused before inference for a NIfTI input). The predictor runs under ``torch.no_grad``, on
+    ``windows_per_call`` windows at a time (default: the recipe's ``sw_batch_size``; see :data:`CPU_WINDOWS`).
+    """
+    if recipe.task != "segmentation" or recipe.preprocessing is None:
+        raise MedimgError(f"the model is a {recipe.task} model; use medimg classify", image)
+    source = None
+    if output is not None and Path(output).name.lower().endswith(".dcm"):
+        from medimg.io.seg import source_slices
+
+        source = source_slices(image)  # fail before inference: NIfTI input, resampled or mixed series
+    original = load_image(image, recipe.in_channels)
+    affine, shape = np.asarray(original.affine, dtype=np.float64), tuple(int(s) for s in original.shape[1:])
+    data = preprocess(original, recipe.preprocessing, copy=False)
+    del original  # only its grid is needed from here on: one volume less at the peak
+    x = data.as_tensor() if hasattr(data, "as_tensor") else torch.as_tensor(data)
+    with torch.no_grad():
+        pred = sliding_window_labels(
+            x.to(device or torch.device("cpu")),
+            predictor,
+            recipe.roi_size,
+            sw_batch_size=windows_per_call or recipe.sw_batch_size,
+            overlap=recipe.overlap,
+            progress=progress,
+        )
+    from monai.data import MetaTensor
+
+    meta = {k: v for k, v in dict(data.meta).items() if k != "affine"}
+    grid = MetaTensor(torch.zeros(1), affine=data.affine, meta=meta)  # the grid, not its voxels
+    del x, data
+    # Fortran order: slice k is one contiguous block, so a DICOM SEG is written without a transposed copy
+    mask = resample_to(pred[None], grid, affine, shape, mode="nearest").astype(np.uint8, order="F")
+    volume = Volume(mask, affine, {"modality": "SEG", "source": str(image)})
+    if source is not None and output is not None:
+        from medimg.io.seg import AlgorithmInfo, write_seg
+
+        provenance = {"net": recipe.net, "checkpoint_sha256": recipe.checkpoint_sha256}
+        algorithm = AlgorithmInfo(f"medimg {recipe.net}", recipe.medimg_version, provenance)
+        names = {0: "background", **{k: f"class {k}" for k in range(1, recipe.num_classes)}, **recipe.class_names}
+        write_seg(volume, source, output, labels=names, algorithm=algorithm)
+    elif output is not None:
+        volume.save(output)
+    return volume
+
+
+def classification_input(recipe: Recipe, image: str | os.PathLike[str]) -> torch.Tensor:
+    """(1, C, H, W[, D]) network input of an image for a classifier: the evaluation transform of
+    :class:`~medimg.data.classification.ClassificationDataModule` (2D: the single slice; resize; CT window or
+    0.5-99.5 percentiles to [0, 1]). Written out again here because that data module imports Lightning."""
+    from monai import transforms as T
+
+    original = load_image(image, recipe.in_channels)
+    steps: list[Any] = []
+    if recipe.spatial_dims == 2:
+        if original.shape[-1] != 1:
+            raise MedimgError(f"the model classifies 2D images but this image has {original.shape[-1]} slices", image)
+        steps.append(T.SqueezeDim(dim=-1, update_meta=False))
+    steps.append(T.Resize(spatial_size=tuple(recipe.image_size)))
+    if recipe.intensity == "ct":
+        lo, hi = recipe.ct_window
+        steps.append(T.ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        steps.append(T.ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True))
+    steps.append(T.EnsureType(dtype=torch.float32, track_meta=False))
+    out: torch.Tensor = T.Compose(steps)(original)
+    return out[None]
