@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from medimg import __version__
+from medimg._version import __version__
 from medimg.errors import MedimgError
 
 __all__ = ["main"]
@@ -22,12 +22,13 @@ EXIT_USER_ERROR = 2
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from medimg.io.scan import scan
+    from medimg.viz.tables import scan_text
 
     found = scan(args.path)
     if args.json:
         print(json.dumps([s.summary() for s in found] + [d.summary() for d in found.derived], indent=2))
     else:
-        print(found.table())
+        print(scan_text(found))
         if found.skipped:
             path, why = next(iter(found.skipped.items()))
             print(f"({len(found.skipped)} file(s) skipped as not DICOM or damaged, e.g. {path}: {why})")
@@ -128,9 +129,18 @@ def _plan_for_fit(argv: list[str]) -> list[str]:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from medimg.tasks.inference import segment
+    if args.ckpt.lower().endswith((".onnx", ".pt2")):  # an exported model: no Lightning imported on this path
+        from medimg.export.runtime import load_exported
 
-    vol = segment(args.ckpt, args.input, args.output, precision=args.precision, device=args.device, progress=True)
+        vol = load_exported(args.ckpt, threads=args.threads).segment(args.input, args.output, progress=True)
+    else:
+        from medimg.tasks.inference import segment
+
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        vol = segment(args.ckpt, args.input, args.output, precision=args.precision, device=args.device, progress=True)
     import numpy as np
 
     values, counts = np.unique(vol.array, return_counts=True)
@@ -139,9 +149,48 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from medimg.export.exporter import export_checkpoint
+
+    report = export_checkpoint(args.ckpt, args.out, fmt=args.format, opset=args.opset, precision=args.precision)
+    print(report.summary())
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from medimg.export.runtime import load_exported
+
+    probs = load_exported(args.model, threads=args.threads).classify(args.input)
+    for name, p in probs.items():
+        print(f"{name}\t{p:.4f}")
+    return 0
+
+
+def _cmd_explain_cases(args: argparse.Namespace) -> int:
+    """``--cases``: every case of a worklist into ``--out-dir`` (resumable), for reading sessions."""
+    from medimg.explain.batch import explain_cases
+    from medimg.review.worklist import read_worklist
+
+    worklist = read_worklist(args.cases)
+    for skipped in worklist.skipped:
+        print(f"note: skipped {skipped}")
+    cases = [(c.case_id, c.image) for c in worklist.cases]
+    report = explain_cases(args.ckpt, cases, args.out_dir, label=args.label, method=args.method, layer=args.layer)
+    for case_id, why in report.failed.items():
+        print(f"medimg: failed {case_id}: {why}", file=sys.stderr)
+    print(f"{report.summary()}; explanations in {args.out_dir}")
+    return EXIT_USER_ERROR if report.failed else 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from medimg.explain.api import explain_case
 
+    if (args.cases is None) == (args.input is None) or (args.cases is None) != (args.out_dir is None):
+        raise MedimgError("give either --input and --out (one case) or --cases and --out-dir (a worklist)")
+    if args.cases is not None:
+        return _cmd_explain_cases(args)
+    if args.out is None:
+        raise MedimgError("--input needs --out (the heatmap file to write)")
     if args.out.lower().endswith(".dcm"):  # a Parametric Map needs the DICOM source: refuse before computing
         from medimg.io.seg import source_slices
 
@@ -154,7 +203,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.png:
         from pathlib import Path
 
-        from medimg.explain.overlay import figure_png, render_planes
+        from medimg.viz import figure_png, render_planes
 
         png = Path(args.png) / (Path(args.out).name.split(".")[0] + ".png")
         png.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +213,19 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         with atomic_path(png) as tmp:
             tmp.write_bytes(figure_png(fig))
         print(f"wrote {png}")
+    return 0
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from medimg.tasks.adapt import adapt_checkpoint
+
+    report = adapt_checkpoint(
+        args.ckpt, args.images, args.out, method=args.method, device=args.device, windows_per_image=args.windows
+    )
+    print(f"{report.method} on {len(report.images)} image(s), {report.windows} windows")
+    print(f"proxy before: {report.before}")
+    print(f"proxy after:  {report.after}")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -193,27 +255,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("segment", help="segment a DICOM folder or NIfTI with a trained checkpoint")
-    p.add_argument("ckpt", help="checkpoint written by `medimg fit`")
+    p.add_argument("ckpt", help="checkpoint written by `medimg fit`, or MODEL.onnx / MODEL.pt2 from `medimg export`")
     p.add_argument("input", help="DICOM folder/file or .nii/.nii.gz")
     p.add_argument(
         "output", help="mask to write (.nii.gz), in the input's geometry; .dcm writes a DICOM SEG of a DICOM input"
     )
     p.add_argument("--precision", default="32", choices=("32", "bf16-mixed", "16-mixed"))
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (torch or onnxruntime)")
     p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("export", help="export a checkpoint with its preprocessing to ONNX or torch.export (.pt2)")
+    p.add_argument("ckpt", help="checkpoint written by `medimg fit` (segmentation or classification)")
+    p.add_argument("out", help="file to write: MODEL.onnx or MODEL.pt2")
+    p.add_argument("--format", default="onnx", choices=("onnx", "pt2"))
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("classify", help="print the class probabilities of an image with an exported classifier")
+    p.add_argument("model", help="MODEL.onnx or MODEL.pt2 written by `medimg export`")
+    p.add_argument("input", help="DICOM folder/file or .nii/.nii.gz")
+    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads")
+    p.set_defaults(func=_cmd_classify)
 
     p = sub.add_parser(
         "explain", help="heatmap of why the model labelled class K (HiResCAM, Grad-CAM, Grad-CAM++, occlusion)"
     )
     p.add_argument("--ckpt", required=True, help="checkpoint written by `medimg fit`")
-    p.add_argument("--input", required=True, help="DICOM folder/file or .nii/.nii.gz")
+    p.add_argument("--input", help="DICOM folder/file or .nii/.nii.gz")
     p.add_argument("--label", type=int, default=1, help="class to explain (default 1)")
     p.add_argument(
         "--out",
-        required=True,
         help="heatmap to write (.nii.gz), in the input's geometry; .dcm writes a DICOM Parametric Map of a DICOM input",
     )
     p.add_argument("--png", help="also write a three-plane PNG into this folder")
+    p.add_argument("--cases", help="instead of --input: a worklist (folder, dataset.json or CSV case_id,image[,label])")
+    p.add_argument("--out-dir", help="with --cases: folder of precomputed explanations (resumable) for `session`")
     p.add_argument("--method", default="hirescam", choices=("hirescam", "gradcam", "gradcampp", "occlusion"))
     p.add_argument("--layer", help="target layer (default: the last convolution before the output block)")
     p.set_defaults(func=_cmd_explain)
@@ -231,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)
+
+    p = sub.add_parser("adapt", help="adapt a segmentation checkpoint to a new site's unlabelled images (AdaBN / TENT)")
+    p.add_argument("ckpt", help="checkpoint written by `medimg fit`")
+    p.add_argument("--images", required=True, help="folder of the new site's images (.nii/.nii.gz, DICOM folders)")
+    p.add_argument("--out", required=True, help="adapted checkpoint to write (not written if the proxy gets worse)")
+    p.add_argument("--method", default="adabn", choices=("adabn", "tent", "adabn+tent"))
+    p.add_argument("--windows", type=int, default=8, help="windows sampled per image (default 8)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("demo", help="run the end-to-end demo on bundled sample data")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
