@@ -4,19 +4,31 @@ bad input refused before training, and a short fit with the planned config."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import pytorch_lightning as pl
+import torch
 import yaml
 
 from medimg.cli import main
 from medimg.data.phantoms import make_phantom_msd, make_phantom_nnunet
 from medimg.errors import ConfigError
 from medimg.plan import Budget, fingerprint_dataset, make_plan, parse_duration, parse_size
-from medimg.plan.planner import median_resampled_shape, target_spacing
+from medimg.plan.measure import Measurement
+from medimg.plan.planner import (
+    MIN_STEPS_PER_EPOCH,
+    VALIDATION_TIME_SHARE,
+    median_resampled_shape,
+    schedule,
+    sliding_windows,
+    target_spacing,
+)
 from medimg.plan.topology import MIN_FEATURE_EDGE, fit_patch, topology
+from medimg.tasks.optim import adamw_cosine
 
 #: (name, make_phantom_msd kwargs): isotropic brain-like MR, anisotropic abdomen-like CT, thin 2D-like slabs
 PHANTOMS = {
@@ -121,6 +133,35 @@ def test_fit_patch_never_grows_the_patch():
         assert all(-(-f // d) >= MIN_FEATURE_EDGE or d == 1 for f, d in zip(fitted, topo.divisor, strict=True))
 
 
+@pytest.mark.parametrize(
+    ("shape", "patch", "overlap"),
+    [((57, 55, 56), (40, 40, 40), 0.25), ((80, 80, 40), (48, 48, 32), 0.5), ((32, 32, 3), (32, 32, 3), 0.25),
+     ((200, 31, 7), (64, 32, 8), 0.25)],
+)  # fmt: skip
+def test_sliding_windows_counts_what_monai_runs(shape, patch, overlap):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    padded = tuple(max(s, p) for s, p in zip(shape, patch, strict=True))  # MONAI pads a short axis to the window
+    interval = _get_scan_interval(padded, patch, 3, (overlap,) * 3)
+    assert sliding_windows(shape, patch, overlap) == len(dense_patch_slices(padded, patch, interval))
+
+
+@pytest.mark.parametrize(
+    ("budget_s", "step_s", "infer_s"), [(100.0, 0.4, 0.05), (3600.0, 0.8, 0.1), (100.0, 0.2, 3.0), (600.0, 2.0, 0.3)]
+)
+def test_schedule_fills_the_budget_and_ends_on_a_validation(budget_s, step_s, infer_s):
+    budget = Budget("cpu", 1e9, budget_s, "cpu")
+    s = schedule(budget, Measurement(1e6, step_s, infer_s), 2, n_val_cases=2, val_shape=(57, 55, 56), patch=(40,) * 3)
+    assert s.validations >= 1  # at least the one that scores the final weights
+    assert s.steps * step_s <= budget_s  # the estimated steps fit the budget ...
+    assert s.max_epochs * s.steps_per_epoch >= s.steps  # ... and max_epochs does not stop them early
+    assert s.steps_per_epoch >= MIN_STEPS_PER_EPOCH
+    val_s = 2 * sliding_windows((57, 55, 56), (40,) * 3, 0.25) / 2 * infer_s
+    if s.validations > 1:  # more than the last one only when they fit their share of the budget
+        assert s.validations * val_s <= VALIDATION_TIME_SHARE * budget_s
+
+
 def test_sizes_and_durations():
     assert parse_size("24GB") == 24e9 and parse_size("8GiB") == 8 * 2**30
     assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400
@@ -215,3 +256,43 @@ def test_nnunet_raw_missing_channel_file_is_refused(tmp_path):
         fingerprint_dataset(root)
     spec = json.loads((root / "dataset.json").read_text())
     assert spec["file_ending"] == ".nii.gz"
+
+
+class _Slow(pl.LightningModule):
+    """A one-weight model whose steps take ``step_s`` of wall-clock: enough to run into a short ``max_time``."""
+
+    def __init__(self, step_s: float = 0.0) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.step_s = step_s
+        self.lrs: list[float] = []
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        time.sleep(self.step_s)
+        self.lrs.append(self.optimizers().param_groups[0]["lr"])  # type: ignore[union-attr]
+        return (self.w * batch).sum()
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.ones(8, 1), batch_size=1)
+
+    def configure_optimizers(self):
+        return adamw_cosine(self.parameters(), 1e-2, 0.0, self.trainer)
+
+
+@pytest.mark.parametrize(
+    ("stop", "trainer_kwargs", "step_s"),
+    [
+        ("max_epochs", {"max_epochs": 3, "max_time": "00:01:00:00"}, 0.0),
+        ("max_time", {"max_epochs": 1000, "max_time": "00:00:00:02"}, 0.02),
+    ],
+)
+def test_learning_rate_anneals_to_whichever_stop_comes_first(tmp_path, stop, trainer_kwargs, step_s):
+    model = _Slow(step_s)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, **trainer_kwargs)  # fmt: skip
+    trainer.fit(model)
+    assert model.lrs[0] == pytest.approx(1e-2)
+    assert all(b <= a + 1e-12 for a, b in zip(model.lrs, model.lrs[1:], strict=False))  # never rises
+    assert model.lrs[-1] < 0.05 * 1e-2, f"{stop}: the last step still ran at {model.lrs[-1]:.2e}"
+    if stop == "max_time":
+        assert trainer.current_epoch < 999  # the time budget, not max_epochs, ended it

@@ -10,6 +10,9 @@
   allocates outside Python's allocator) and the process's RSS moves with the allocator's caching, not the patch.
 * ``meta``: only that count: a GPU plan's memory measured on a machine without a GPU, with no time.
 
+A timed measurement also times one inference forward of the same batch (eval mode, no gradients): the plan
+prices its sliding-window validations with it.
+
 Lightning's ``Tuner.scale_batch_size`` is not used: it finds the batch size by doubling until the run fails with
 an out-of-memory error, which on a CPU means exhausting the machine's RAM (swap, the OOM killer) rather than
 respecting a budget, and it only scales the batch, while the plan must trade patch size against batch size
@@ -35,8 +38,11 @@ TIMED_STEPS = 3
 
 @dataclass(frozen=True)
 class Measurement:
+    """Bytes and seconds of one training step; ``infer_s``: seconds of one no-grad forward of the same batch."""
+
     memory_bytes: float
     step_s: float
+    infer_s: float = 0.0
 
 
 def _net(name: str, kwargs: dict[str, Any], in_ch: int, out_ch: int) -> torch.nn.Module:
@@ -102,8 +108,18 @@ def measure_step(
             torch.cuda.synchronize()
         if i > 0:
             times.append(time.perf_counter() - t0)
+    infer = []
+    if timed:
+        net.eval()
+        with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            for _ in range(TIMED_STEPS):
+                t0 = time.perf_counter()
+                net(x)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                infer.append(time.perf_counter() - t0)
     if device == "cuda":
         memory = float(torch.cuda.max_memory_allocated())
         del net, x, y, opt
         torch.cuda.empty_cache()
-    return Measurement(memory, min(times) if times else 0.0)
+    return Measurement(memory, min(times) if times else 0.0, min(infer) if infer else 0.0)

@@ -15,8 +15,8 @@ LightningCLI).
 * normalisation: CT -> clip to the dataset's foreground 0.5 / 99.5 percentiles, z-score with its foreground mean
   and standard deviation; anything else -> per-image z-score of the non-zero voxels;
 * foreground oversampling: a third of the patches centred on foreground (nnU-Net's ``oversample_foreground_percent``);
-* epochs: the steps the measured step time allows in the time budget, in epochs of :data:`STEPS_PER_EPOCH` steps
-  (fewer for short budgets, so the cosine schedule and validation still get 10 epochs).
+* schedule (:func:`schedule`): the steps the measured step time allows in the time budget after the validations,
+  priced from a measured inference forward; the time budget ends the run and the learning rate anneals to it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from medimg.errors import ConfigError
 from medimg.plan.fingerprint import DatasetFingerprint
-from medimg.plan.measure import measure_step
+from medimg.plan.measure import Measurement, measure_step
 from medimg.plan.topology import MIN_FEATURE_EDGE, Topology, fit_patch
 
 __all__ = ["Budget", "Plan", "make_plan", "median_resampled_shape", "target_spacing"]
@@ -52,11 +52,28 @@ FOREGROUND_OVERSAMPLING = 1 / 3
 STEPS_PER_EPOCH = 250
 #: at least this many epochs (validations, cosine-schedule points) in a run, of at least this many steps
 MIN_EPOCHS, MIN_STEPS_PER_EPOCH = 10, 20
-#: validate about this many times per run (each is a sliding-window pass over the validation cases)
+#: validate at most this many times per run (each is a sliding-window pass over the validation fold)
 VALIDATIONS_PER_RUN = 10
+#: validations may take this share of the time budget
+VALIDATION_TIME_SHARE = 0.1
+#: a validation costs its sliding-window forwards times this (loading, resampling back, Dice, HD95's distance
+#: transforms): an estimate, not a measurement, which is why the validations are spaced by time
+VALIDATION_OVERHEAD = 2.0
+#: the datamodule's default k of its k-fold split: the validation fold is 1 / NUM_FOLDS of the cases
+NUM_FOLDS = 5
+#: SegmentationTask's default sliding-window overlap
+SW_OVERLAP = 0.25
+#: max_epochs is this many times the estimated epochs, so that max_time (not a step estimate) ends a timed run
+EPOCH_HEADROOM = 2.0
 #: on a CPU, the patch shrinks until the time budget holds at least this many training steps
 MIN_STEPS_CPU = 150
-#: share of the time budget for training steps (the rest: caching, validation, checkpoints)
+#: ... but the time rule never shrinks a patch below this share of the median case's voxels: a patch of under
+#: half the median shape per axis sees too little context, and fewer, larger steps learn more in a short budget
+#: (benchmarks/plan_bench.py: a 48^3 x 4 plain loop beat 40^3 x 2 planned patches at 100 s on a 56^3 task)
+MIN_PATCH_SHARE_CPU = 1 / 8
+#: share of the time budget for caching, checkpoints and the data pipeline beyond the measured step
+OVERHEAD_TIME_SHARE = 0.1
+#: the share a CPU plan's patch size is chosen for (the steps' share before validations are priced)
 TRAIN_TIME_SHARE = 0.8
 #: DynUNet features per stage on a GPU (nnU-Net: 32, doubling, capped at 320)
 GPU_BASE_FEATURES, GPU_MAX_FEATURES = 32, 320
@@ -203,7 +220,6 @@ def make_plan(fp: DatasetFingerprint, budget: Budget, dataset_dir: str | os.Path
     median = median_resampled_shape(fp, spacing)
     in_ch, out_ch = fp.in_channels, max(fp.labels) + 1
     step_limit = budget.time_s * TRAIN_TIME_SHARE / MIN_STEPS_CPU if budget.device == "cpu" else None
-    timed = budget.measure_on != "meta"
 
     patch, topo = fit_patch(spacing, _initial_patch(spacing, median))
     if topo.num_stages < 3:
@@ -232,8 +248,8 @@ def make_plan(fp: DatasetFingerprint, budget: Budget, dataset_dir: str | os.Path
         allowed = float(np.prod(patch)) * step_limit / max(m.step_s, 1e-6)
         while float(np.prod(patch)) > allowed:
             shrunk = _shrink(spacing, patch, median, topo)
-            if shrunk is None:
-                break  # the smallest U-Net of three stages: fewer steps than MIN_STEPS_CPU, said in the reason
+            if shrunk is None or np.prod(shrunk[0]) < MIN_PATCH_SHARE_CPU * np.prod(median):
+                break  # fewer steps than MIN_STEPS_CPU rather than too little context: said in the reason
             patch, topo = shrunk
             tried += 1
         name, kwargs, net_reason = network(budget.device, topo)
@@ -259,22 +275,17 @@ def make_plan(fp: DatasetFingerprint, budget: Budget, dataset_dir: str | os.Path
                 f"{batch} patches per step: on this CPU a step of more would leave fewer than {MIN_STEPS_CPU} steps "
                 f"in the time budget (memory would allow {by_memory}, 5 % of the dataset {by_coverage})"
             )
-    final = m if batch == MIN_BATCH else measure_step(name, kwargs, in_ch, out_ch, patch, batch, budget.measure_on)
+    timed = budget.measure_on != "meta"
+    final = (
+        m
+        if batch == MIN_BATCH and (m.step_s > 0 or not timed)
+        else measure_step(name, kwargs, in_ch, out_ch, patch, batch, budget.measure_on, timed=timed)
+    )
 
-    # epochs for the time budget
-    if timed and final.step_s > 0:
-        steps = max(int(budget.time_s * TRAIN_TIME_SHARE / final.step_s), 1)
-        steps_per_epoch = min(max(steps // MIN_EPOCHS, MIN_STEPS_PER_EPOCH), STEPS_PER_EPOCH)
-        epochs = max(steps // steps_per_epoch, 1)
-        epoch_reason = (
-            f"{steps} steps of {final.step_s:.2f} s (measured on {budget.measure_on}) fill "
-            f"{TRAIN_TIME_SHARE:.0%} of the {budget.time_s:.0f} s budget: {epochs} epochs of {steps_per_epoch} steps"
-        )
-    else:
-        steps_per_epoch, epochs = STEPS_PER_EPOCH, 1000
-        epoch_reason = "no GPU here to time a step: nnU-Net's 1000 epochs of 250 steps; trainer.max_time stops it"
-    val_every = max(epochs // VALIDATIONS_PER_RUN, 1)
-    epochs = max(epochs // val_every, 1) * val_every  # end on a validation
+    sched = schedule(
+        budget, final, batch, n_val_cases=math.ceil(len(fp.cases) / NUM_FOLDS), val_shape=median, patch=patch
+    )
+    steps_per_epoch = sched.steps_per_epoch
 
     intensity, window, stats, norm_reason = normalisation(fp)
     ds_name = Path(dataset_dir).resolve().name
@@ -283,9 +294,9 @@ def make_plan(fp: DatasetFingerprint, budget: Budget, dataset_dir: str | os.Path
         "accelerator": budget.device if budget.device == "cpu" else "gpu",
         "devices": 1,
         "precision": "32-true" if cpu else "bf16-mixed",
-        "max_epochs": epochs,
+        "max_epochs": sched.max_epochs,
         "max_time": _dhms(budget.time_s),
-        "check_val_every_n_epoch": val_every,
+        "check_val_every_n_epoch": 1,
         "log_every_n_steps": max(min(steps_per_epoch // 2, 50), 1),
         "default_root_dir": f"outputs/runs/plan_{ds_name}",
     }
@@ -325,9 +336,10 @@ def make_plan(fp: DatasetFingerprint, budget: Budget, dataset_dir: str | os.Path
     reasons = {
         t + "accelerator": "the device planned for",
         t + "precision": "fp32 on a CPU" if cpu else "bf16 autocast on a GPU (nnU-Net trains in mixed precision)",
-        t + "max_epochs": epoch_reason,
-        t + "max_time": "the time budget (a hard stop)",
-        t + "check_val_every_n_epoch": f"about {VALIDATIONS_PER_RUN} sliding-window validations per run",
+        t + "max_epochs": sched.reason,
+        t + "max_time": "the time budget: the run stops here, the learning rate reaches 0 here (or at max_epochs, "
+        "whichever comes first) and a last validation scores the final weights",
+        t + "check_val_every_n_epoch": "a validation ends every epoch (the epoch length sets how many)",
         mo + "net": net_reason,
         mo + "net_kwargs": f"topology for patch {list(patch)} at {list(spacing)} mm (nnU-Net's pooling rule): "
         f"{topo.num_stages} stages, pools per axis {list(topo.pools_per_axis)}",
@@ -353,9 +365,67 @@ def make_plan(fp: DatasetFingerprint, budget: Budget, dataset_dir: str | os.Path
         f"target spacing {list(spacing)} mm -> median resampled shape {list(median)}",
         f"patch {list(patch)}, batch {batch}, {name} strides {[list(s) for s in topo.strides]}",
         f"normalisation {intensity}" + (f" window {window} mean/std {stats}" if intensity == "ct_zscore" else ""),
-        f"{epochs} epochs x {steps_per_epoch} steps, validate every {val_every}, max_time {trainer['max_time']}",
+        f"~{sched.steps} steps: ~{sched.validations} epochs of {steps_per_epoch} (at most {sched.max_epochs}), "
+        f"a validation after each, max_time {trainer['max_time']}",
     ]
     return Plan(ds_name, config, reasons, summary)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a run spends its time budget: steps in all, per epoch (one validation each), epochs at most."""
+
+    steps: int
+    steps_per_epoch: int
+    max_epochs: int
+    validations: int
+    reason: str
+
+
+def sliding_windows(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's ``sliding_window_inference`` runs over a ``shape`` volume with ``patch`` windows: per axis
+    ``ceil((s - p) / step) + 1`` with ``step = max(int(p * (1 - overlap)), 1)``, one where the patch covers the
+    axis (MONAI's ``dense_patch_slices``), multiplied."""
+    n = 1
+    for s, p in zip(shape, patch, strict=True):
+        n *= 1 if s <= p else math.ceil((s - p) / max(int(p * (1 - overlap)), 1)) + 1
+    return n
+
+
+def schedule(
+    budget: Budget, m: Measurement, batch: int, n_val_cases: int, val_shape: Sequence[int], patch: Sequence[int]
+) -> Schedule:
+    """Steps and validations for the time budget, from the measured step ``m`` of ``batch`` patches (also the
+    sliding window's batch).
+
+    A validation is priced as the sliding-window forwards over the validation fold (``m.infer_s`` per window
+    batch) times :data:`VALIDATION_OVERHEAD` (loading, resampling, Dice and HD95); validations get at most
+    :data:`VALIDATION_TIME_SHARE` of the budget. The steps fill what is left after :data:`OVERHEAD_TIME_SHARE`
+    for caching and checkpoints. One validation ends every epoch, so an epoch is ``steps / validations`` steps;
+    ``max_epochs`` leaves :data:`EPOCH_HEADROOM` x the estimate, so that the time budget, not the estimate, ends
+    a timed run -- inside an epoch that Lightning then validates, so the final weights are scored -- and the
+    learning rate anneals to whichever stop comes first (:func:`medimg.tasks.optim.budget_cosine`)."""
+    if m.step_s <= 0:  # a GPU plan made without a GPU: nothing timed
+        return Schedule(
+            STEPS_PER_EPOCH * 1000, STEPS_PER_EPOCH, 1000, 1000,
+            "no GPU here to time a step: nnU-Net's 1000 epochs of 250 steps, one validation each; trainer.max_time "
+            "stops it",
+        )  # fmt: skip
+    batch_windows = math.ceil(sliding_windows(val_shape, patch, SW_OVERLAP) / batch)
+    val_s = n_val_cases * batch_windows * m.infer_s * VALIDATION_OVERHEAD
+    validations = int(min(max(VALIDATION_TIME_SHARE * budget.time_s // max(val_s, 1e-6), 1), VALIDATIONS_PER_RUN))
+    train_s = budget.time_s * (1 - OVERHEAD_TIME_SHARE) - validations * val_s
+    steps = max(int(train_s / m.step_s), 1)
+    steps_per_epoch = max(steps // validations, MIN_STEPS_PER_EPOCH)
+    max_epochs = math.ceil(EPOCH_HEADROOM * steps / steps_per_epoch)
+    reason = (
+        f"~{steps} steps of {m.step_s:.2f} s (measured on {budget.measure_on}) fill the {budget.time_s:.0f} s budget "
+        f"less {OVERHEAD_TIME_SHARE:.0%} for caching and checkpoints and {validations} validations of ~{val_s:.1f} s "
+        f"({n_val_cases} cases x {batch_windows} window batches x {m.infer_s:.2f} s x {VALIDATION_OVERHEAD:g}; at "
+        f"most {VALIDATION_TIME_SHARE:.0%} of the budget): one per epoch of {steps_per_epoch} steps; "
+        f"{EPOCH_HEADROOM:g}x headroom so that max_time ends the run"
+    )
+    return Schedule(steps, steps_per_epoch, max_epochs, validations, reason)
 
 
 def normalisation(fp: DatasetFingerprint) -> tuple[str, list[float], list[float], str]:
