@@ -21,6 +21,7 @@ __all__ = [
     "ModelError",
     "NoPixelDataError",
     "NotDicomError",
+    "ReviewError",
     "SeriesGeometryError",
     "SeriesSelectionError",
     "UnsupportedTransferSyntaxError",
@@ -77,3 +78,8 @@ class ModelError(MedimgError):
 
 class ConfigError(MedimgError):
     """A configuration value or command-line option that cannot work."""
+
+
+class ReviewError(MedimgError):
+    """A reading session or review store that cannot work: no reader name, an unreadable or newer store, an
+    answer outside the form's choices, a case that is not on the worklist."""

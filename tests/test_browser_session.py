@@ -20,14 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from debian_support import apt_install
+from tests_support import synthetic_explanation
 
-from medimg.explain.api import Explanation
 from medimg.explain.batch import case_dir, precomputed, save_explanation
-from medimg.explain.sanity import SanityResult
-from medimg.io import Volume
 from medimg.review import FeedbackStore, export_report, read_worklist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,18 +37,6 @@ VERDICTS = {
     "Dr. Ada": {"case-a": "agree", "case-b": "disagree", "case-c": "agree"},
     "Dr. Bo": {"case-a": "agree", "case-b": "disagree", "case-c": "partly"},
 }
-
-
-def _explanation(seed: int) -> Explanation:
-    rng = np.random.default_rng(seed)
-    img = Volume(rng.normal(40, 20, (24, 20, 16)).astype(np.float32), np.eye(4), {"modality": "CT"})
-    heat = np.zeros((24, 20, 16), np.float32)
-    heat[4 + seed : 12 + seed, 6:12, 4:12] = 1.0
-    return Explanation(
-        image=img, heatmap=Volume(heat, np.eye(4)), prediction=Volume((heat > 0).astype(np.uint8), np.eye(4)),
-        label=1, method="hirescam", layer="model.2", checkpoint_sha256="a" * 64, input_sha256=f"{seed}" * 64,
-        sanity=SanityResult(0.1, 0.5, 7),
-    )  # fmt: skip
 
 
 def _free_port() -> int:
@@ -78,7 +63,7 @@ def page_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("session")
     rows = ["case_id,image"]
     for i, case in enumerate(CASES):
-        ex = _explanation(i)
+        ex = synthetic_explanation(i)
         ex.image.save(root / f"{case}.nii.gz")
         save_explanation(ex, case_dir(root / "explanations", case))
         rows.append(f"{case},{case}.nii.gz")

@@ -19,7 +19,7 @@ from mosaic_writer import write_mosaics
 from tests_support import assert_same_image, dcm2niix_executable, oblique_affine
 
 from medimg.data.samples import scanner_files
-from medimg.errors import SeriesGeometryError, SeriesSelectionError
+from medimg.errors import ModelError, SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load, scan
 from medimg.io.convert import convert
 from medimg.io.dicom_write import write_series
@@ -204,7 +204,6 @@ def test_three_plane_view_shows_one_volume_of_a_4d_image(phantom, tmp_path):
 def test_segment_and_explain_refuse_a_4d_image_for_a_one_channel_model(phantom, tmp_path):
     import torch
 
-    from medimg.errors import MedimgError
     from medimg.explain.api import explain_case
     from medimg.tasks import SegmentationTask
     from medimg.tasks.inference import segment
@@ -217,7 +216,7 @@ def test_segment_and_explain_refuse_a_4d_image_for_a_one_channel_model(phantom, 
     task.hparams["preprocessing"] = Preprocessing(
         spacing=(2.0, 2.0, 3.0), intensity="mr", patch_size=(16, 16, 8)
     ).as_dict()
-    with pytest.raises(MedimgError, match=r"3 channels or volumes .* model takes 1; pass one volume"):
+    with pytest.raises(ModelError, match=r"3 channels or volumes .* model takes 1; pass one volume"):
         segment(task, tmp_path / "dwi", tmp_path / "mask.nii.gz")
     # explain_case (and the review built on it) load through the same prepare(): a checkpoint shows it
     ckpt = tmp_path / "model.ckpt"
@@ -225,6 +224,6 @@ def test_segment_and_explain_refuse_a_4d_image_for_a_one_channel_model(phantom, 
         {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "pytorch-lightning_version": "2.6.6"},
         ckpt,
     )
-    with pytest.raises(MedimgError, match=r"3 channels or volumes"):
+    with pytest.raises(ModelError, match=r"3 channels or volumes"):
         explain_case(ckpt, tmp_path / "dwi", 1)
     assert not (tmp_path / "mask.nii.gz").exists()

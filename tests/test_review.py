@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from medimg.errors import MedimgError
+from medimg.errors import ReviewError
 from medimg.explain.api import Explanation
 from medimg.explain.sanity import SanityResult
 from medimg.io import Volume
@@ -36,11 +36,11 @@ def test_round_trip_and_schema_version(tmp_path):
 
 
 def test_bad_answers_are_refused():
-    with pytest.raises(MedimgError, match="verdict"):
+    with pytest.raises(ReviewError, match="verdict"):
         _fb(verdict="maybe")
-    with pytest.raises(MedimgError, match=r"1\.\.5"):
+    with pytest.raises(ReviewError, match=r"1\.\.5"):
         _fb(localisation=7)
-    with pytest.raises(MedimgError, match="reviewer"):
+    with pytest.raises(ReviewError, match="reviewer"):
         _fb(reviewer=" ")
 
 
@@ -49,7 +49,7 @@ def test_newer_schema_is_not_touched(tmp_path):
     con = sqlite3.connect(path)
     con.execute("PRAGMA user_version = 99")
     con.close()
-    with pytest.raises(MedimgError, match="newer than this medimg"):
+    with pytest.raises(ReviewError, match="newer than this medimg"):
         FeedbackStore(path)
 
 

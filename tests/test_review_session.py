@@ -12,14 +12,11 @@ import sqlite3
 
 import numpy as np
 import pytest
-from tests_support import SMALL_FIT
+from tests_support import SMALL_FIT, synthetic_explanation
 
 from medimg.cli import main
-from medimg.errors import MedimgError
-from medimg.explain.api import Explanation
+from medimg.errors import ConfigError, ReviewError
 from medimg.explain.batch import case_dir, explain_cases, precomputed, save_explanation
-from medimg.explain.sanity import SanityResult
-from medimg.io import Volume
 from medimg.review import CANNOT_ASSESS, SCHEMA_VERSION, Feedback, FeedbackStore, open_session, study_agreement
 from medimg.review.agreement import cohen_kappa
 from medimg.review.app import ENV_CASES, ENV_EXPLANATIONS, ENV_STORE, reading_app
@@ -29,24 +26,12 @@ from medimg.review.worklist import read_worklist, reader_order
 SHA = "a" * 64
 
 
-def _explanation(seed: int) -> Explanation:
-    rng = np.random.default_rng(seed)
-    img = Volume(rng.normal(40, 20, (24, 20, 16)).astype(np.float32), np.eye(4), {"modality": "CT"})
-    heat = np.zeros((24, 20, 16), np.float32)
-    heat[4 + seed : 12 + seed, 6:12, 4:12] = 1.0
-    return Explanation(
-        image=img, heatmap=Volume(heat, np.eye(4)), prediction=Volume((heat > 0).astype(np.uint8), np.eye(4)),
-        label=1, method="hirescam", layer="model.2", checkpoint_sha256=SHA, input_sha256=f"{seed:x}" * 64,
-        sanity=SanityResult(0.1, 0.5, 7),
-    )  # fmt: skip
-
-
 @pytest.fixture
 def study(tmp_path):
     """Four cases (CSV list, precomputed explanations) and a fifth listed whose file is missing."""
     rows = ["case_id,image"]
     for i in range(4):
-        ex = _explanation(i)
+        ex = synthetic_explanation(i)
         ex.image.save(tmp_path / f"c{i}.nii.gz")
         save_explanation(ex, case_dir(tmp_path / "ex", f"c{i}"))
         rows.append(f"c{i},c{i}.nii.gz")
@@ -205,20 +190,20 @@ def test_session_case_without_map_is_reported_in_the_page_not_raised(study):
 
 
 def test_session_bad_store_and_reader_are_clear_errors(study, tmp_path):
-    with pytest.raises(MedimgError, match="enter your name first"):
+    with pytest.raises(ReviewError, match="enter your name first"):
         open_session(study["cases"], store=study["store"], reader="  ", precomputed=study["ex"])
-    with pytest.raises(MedimgError, match="cannot open the review store"):
+    with pytest.raises(ReviewError, match="cannot open the review store"):
         open_session(study["cases"], store=tmp_path, reader="Dr. Ada", precomputed=study["ex"])  # a folder
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
-    with pytest.raises(MedimgError, match="cannot open the review store"):
+    with pytest.raises(ReviewError, match="cannot open the review store"):
         FeedbackStore(tmp_path / "junk.sqlite")
     future = tmp_path / "future.sqlite"
     con = sqlite3.connect(future)
     con.execute("PRAGMA user_version = 99")
     con.close()
-    with pytest.raises(MedimgError, match="newer than this medimg"):
+    with pytest.raises(ReviewError, match="newer than this medimg"):
         open_session(study["cases"], store=future, reader="Dr. Ada", precomputed=study["ex"])
-    with pytest.raises(MedimgError, match="case list not found"):
+    with pytest.raises(ConfigError, match="case list not found"):
         open_session(tmp_path / "nope.csv", store=study["store"], reader="Dr. Ada", precomputed=study["ex"])
 
 

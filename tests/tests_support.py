@@ -15,6 +15,7 @@ import pytest
 if TYPE_CHECKING:
     import nibabel as nib
 
+    from medimg.explain.api import Explanation
     from medimg.io import Volume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +62,21 @@ def assert_same_image(volume: Volume, reference: nib.Nifti1Image) -> None:
     assert ours.shape[:3] == ref.shape[:3]
     np.testing.assert_allclose(ours.affine, ref.affine, atol=1e-3)
     np.testing.assert_array_equal(np.asarray(ours.dataobj, dtype=np.float64), ref.get_fdata())
+
+
+def synthetic_explanation(seed: int, checkpoint_sha256: str = "a" * 64) -> Explanation:
+    """A small CT-like explanation (24 x 20 x 16 voxels) whose heatmap and mask are one box shifted by ``seed``:
+    the reading-session tests need many distinct cases without training a model."""
+    from medimg.explain.api import Explanation
+    from medimg.explain.sanity import SanityResult
+    from medimg.io import Volume
+
+    rng = np.random.default_rng(seed)
+    img = Volume(rng.normal(40, 20, (24, 20, 16)).astype(np.float32), np.eye(4), {"modality": "CT"})
+    heat = np.zeros((24, 20, 16), np.float32)
+    heat[4 + seed : 12 + seed, 6:12, 4:12] = 1.0
+    return Explanation(
+        image=img, heatmap=Volume(heat, np.eye(4)), prediction=Volume((heat > 0).astype(np.uint8), np.eye(4)),
+        label=1, method="hirescam", layer="model.2", checkpoint_sha256=checkpoint_sha256,
+        input_sha256=f"{seed:x}" * 64, sanity=SanityResult(0.1, 0.5, 7),
+    )  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medimg.errors import MedimgError
+from medimg.errors import MedimgError, ModelError
 from medimg.export.blending import Predictor, sliding_window_labels
 from medimg.export.recipe import Recipe
 from medimg.io.volume import Volume
@@ -42,7 +42,7 @@ def refuse_channels(expected: int, got: int, image: str | os.PathLike[str]) -> N
     """Refuse an image whose channel / volume count is not the model's ``in_channels`` -- in one line, before the
     network sees it (a 4D diffusion or fMRI series loads as (i, j, k, t) and would reach the net as t channels)."""
     if got != expected:
-        raise MedimgError(
+        raise ModelError(
             f"the image has {got} channels or volumes (a 4D series?) but the model takes {expected}; pass "
             f"{'one volume (medimg convert --split-4d)' if expected == 1 else f'{expected}-channel input'}",
             image,

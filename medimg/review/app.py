@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from medimg.errors import MedimgError
+from medimg.errors import MedimgError, ReviewError
 
 __all__ = ["ENV_CASES", "ENV_CHECKPOINT", "ENV_EXPLANATIONS", "ENV_STORE", "reading_app"]
 
@@ -47,7 +47,7 @@ def _settings(env: Mapping[str, str], demo_model: DemoModel | None) -> dict[str,
     cases, ckpt = env.get(ENV_CASES), env.get(ENV_CHECKPOINT)
     if not cases:
         if demo_model is None:
-            raise MedimgError(f"no cases to read: set {ENV_CASES} (and {ENV_CHECKPOINT}) before starting the page")
+            raise ReviewError(f"no cases to read: set {ENV_CASES} (and {ENV_CHECKPOINT}) before starting the page")
         from medimg.review.reading import mni_reading_set
 
         demo = _workspace() / "outputs" / "demo"

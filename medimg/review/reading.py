@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medimg.errors import MedimgError
+from medimg.errors import MedimgError, ReviewError
 from medimg.explain.api import Explanation
 from medimg.io.volume import Volume
 from medimg.review.store import Feedback, FeedbackStore
@@ -35,11 +35,11 @@ class ExplanationSource:
         method: str = "hirescam",
     ) -> None:
         if checkpoint is None and precomputed is None:
-            raise MedimgError("a reading session needs a checkpoint or a folder of precomputed explanations")
+            raise ReviewError("a reading session needs a checkpoint or a folder of precomputed explanations")
         if checkpoint is not None and not Path(checkpoint).is_file():
-            raise MedimgError("checkpoint not found", checkpoint)
+            raise ReviewError("checkpoint not found", checkpoint)
         if precomputed is not None and not Path(precomputed).is_dir():
-            raise MedimgError("folder of precomputed explanations not found; run `medimg explain --cases`", precomputed)
+            raise ReviewError("folder of precomputed explanations not found; run `medimg explain --cases`", precomputed)
         self.checkpoint, self.precomputed, self.label, self.method = checkpoint, precomputed, label, method
         self._sha: str | None = None
         self._cache: dict[str, Explanation] = {}
@@ -75,7 +75,7 @@ class ExplanationSource:
         if found is not None:
             return found
         if self.checkpoint is None:
-            raise MedimgError(f"no precomputed explanation of {case.case_id}; run `medimg explain --cases`")
+            raise ReviewError(f"no precomputed explanation of {case.case_id}; run `medimg explain --cases`")
         from medimg.explain.api import explain_case
 
         return explain_case(self.checkpoint, case.image, self.label, method=self.method)

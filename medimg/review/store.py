@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from medimg.errors import MedimgError
+from medimg.errors import ReviewError
 
 __all__ = ["CANNOT_ASSESS", "SCHEMA_VERSION", "VERDICTS", "Feedback", "FeedbackStore"]
 
@@ -82,13 +82,13 @@ class Feedback:
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
-            raise MedimgError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+            raise ReviewError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
         if self.localisation is not None and not 1 <= self.localisation <= 5:
-            raise MedimgError(f"localisation score must be 1..5, got {self.localisation}")
+            raise ReviewError(f"localisation score must be 1..5, got {self.localisation}")
         if not self.reviewer.strip():
-            raise MedimgError("reviewer name is required")
+            raise ReviewError("reviewer name is required")
         if len(self.checkpoint_sha256) != 64:
-            raise MedimgError("checkpoint_sha256 must be a SHA-256 hex digest")
+            raise ReviewError("checkpoint_sha256 must be a SHA-256 hex digest")
 
 
 class FeedbackStore:
@@ -102,7 +102,7 @@ class FeedbackStore:
             with self._connect() as con:
                 _create_or_migrate(con, self.path)
         except (OSError, sqlite3.Error) as exc:
-            raise MedimgError(
+            raise ReviewError(
                 f"cannot open the review store ({exc}); give a writable SQLite file path", self.path
             ) from exc
 
@@ -167,7 +167,7 @@ def _create_or_migrate(con: sqlite3.Connection, path: Path) -> None:
     try:
         version = int(con.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise MedimgError(
+            raise ReviewError(
                 f"review database has schema version {version}, newer than this medimg ({SCHEMA_VERSION}); "
                 "upgrade medimg",
                 path,

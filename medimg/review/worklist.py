@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medimg.errors import ConfigError, MedimgError
+from medimg.errors import ConfigError, ReviewError
 
 __all__ = ["ReadingCase", "SkippedCase", "Worklist", "check_reader", "read_worklist", "reader_order", "reader_seed"]
 
@@ -64,14 +64,14 @@ class Worklist:
         for c in self.cases:
             if c.case_id == case_id:
                 return c
-        raise MedimgError(f"case {case_id!r} is not on the worklist", self.source)
+        raise ReviewError(f"case {case_id!r} is not on the worklist", self.source)
 
 
 def check_reader(reader: str) -> str:
     """The reader's name as stored (surrounding blanks removed); an empty name is refused."""
     name = reader.strip()
     if not name:
-        raise MedimgError("enter your name first: each reader's answers and case order are kept under it")
+        raise ReviewError("enter your name first: each reader's answers and case order are kept under it")
     return name
 
 
