@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader
 
 from medimg.data.datasets import read_csv_rows, split_cases
@@ -63,20 +62,12 @@ class ClassificationDataModule(pl.LightningDataModule):
     def _transforms(self, train: bool) -> Any:
         from monai import transforms as T
 
-        from medimg.transforms.pipelines import LoadVolumed
+        from medimg.transforms.pipelines import LoadVolumed, classification_input_steps
 
         steps: list[Any] = [LoadVolumed(["image"])]
-        if self.hp.spatial_dims == 2:
-            steps.append(T.SqueezeDimd(keys="image", dim=-1, update_meta=False))
-        steps.append(T.Resized(keys="image", spatial_size=tuple(self.hp.image_size)))
-        if self.hp.intensity == "ct":
-            lo, hi = self.hp.ct_window
-            steps.append(T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
-        else:
-            steps.append(
-                T.ScaleIntensityRangePercentilesd(keys="image", lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
-            )
-        steps.append(T.EnsureTyped(keys="image", dtype=torch.float32, track_meta=False))
+        steps += classification_input_steps(
+            self.hp.spatial_dims, self.hp.image_size, self.hp.intensity, self.hp.ct_window
+        )
         if train:
             steps += [
                 T.RandFlipd(keys="image", prob=0.5, spatial_axis=0),

@@ -148,22 +148,15 @@ def segment_with(
 
 def classification_input(recipe: Recipe, image: str | os.PathLike[str]) -> torch.Tensor:
     """(1, C, H, W[, D]) network input of an image for a classifier: the evaluation transform of
-    :class:`~medimg.data.classification.ClassificationDataModule` (2D: the single slice; resize; CT window or
-    0.5-99.5 percentiles to [0, 1]). Written out again here because that data module imports Lightning."""
+    :class:`~medimg.data.classification.ClassificationDataModule`
+    (:func:`medimg.transforms.pipelines.classification_input_steps`)."""
     from monai import transforms as T
 
+    from medimg.transforms.pipelines import classification_input_steps
+
     original = load_image(image, recipe.in_channels)
-    steps: list[Any] = []
-    if recipe.spatial_dims == 2:
-        if original.shape[-1] != 1:
-            raise MedimgError(f"the model classifies 2D images but this image has {original.shape[-1]} slices", image)
-        steps.append(T.SqueezeDim(dim=-1, update_meta=False))
-    steps.append(T.Resize(spatial_size=tuple(recipe.image_size)))
-    if recipe.intensity == "ct":
-        lo, hi = recipe.ct_window
-        steps.append(T.ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
-    else:
-        steps.append(T.ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True))
-    steps.append(T.EnsureType(dtype=torch.float32, track_meta=False))
-    out: torch.Tensor = T.Compose(steps)(original)
+    if recipe.spatial_dims == 2 and original.shape[-1] != 1:
+        raise MedimgError(f"the model classifies 2D images but this image has {original.shape[-1]} slices", image)
+    steps = classification_input_steps(recipe.spatial_dims, recipe.image_size, recipe.intensity, recipe.ct_window)
+    out: torch.Tensor = T.Compose(steps)({"image": original})["image"]
     return out[None]

@@ -24,6 +24,7 @@ __all__ = [
     "Preprocessing",
     "augmentation",
     "check_same_grid",
+    "classification_input_steps",
     "preprocessing",
     "scanner_shift",
 ]
@@ -139,6 +140,29 @@ def check_same_grid(reference: Any, other: Any, reference_path: str, other_path:
             f"(spacing {tuple(round(s, 4) for s in reference.spacing)} mm); resample it onto the image's grid",
             other_path,
         )
+
+
+def classification_input_steps(
+    spatial_dims: int, image_size: Sequence[int], intensity: str, ct_window: Sequence[float], key: str = "image"
+) -> list[Any]:
+    """The deterministic part of a classifier's input, after loading: 2D -> the single slice; resize to
+    ``image_size``; CT window (HU) or the 0.5-99.5 percentiles -> [0, 1]; float32. Shared by the classification
+    data module (training, validation) and an exported classifier (``medimg classify``)."""
+    from monai import transforms as T
+
+    steps: list[Any] = []
+    if spatial_dims == 2:
+        steps.append(T.SqueezeDimd(keys=key, dim=-1, update_meta=False))
+    steps.append(T.Resized(keys=key, spatial_size=tuple(image_size)))
+    if intensity == "ct":
+        lo, hi = ct_window
+        steps.append(T.ScaleIntensityRanged(keys=key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        steps.append(
+            T.ScaleIntensityRangePercentilesd(keys=key, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+        )
+    steps.append(T.EnsureTyped(keys=key, dtype=torch.float32, track_meta=False))
+    return steps
 
 
 def preprocessing(p: Preprocessing, keys: Sequence[str] = ("image", "label"), *, load: bool = True) -> Any:
