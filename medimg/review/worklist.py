@@ -10,7 +10,6 @@ is the same at every sitting and differs between readers (a reader cannot follow
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medimg.data.datasets import read_csv_rows
 from medimg.errors import ConfigError, ReviewError
 
 __all__ = ["ReadingCase", "SkippedCase", "Worklist", "check_reader", "read_worklist", "reader_order", "reader_seed"]
@@ -155,12 +155,7 @@ def _from_msd(spec: Path, split: str) -> list[tuple[str, Path, Path | None]]:
 
 
 def _from_csv(path: Path) -> list[tuple[str, Path, Path | None]]:
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"case_id", "image"} <= set(reader.fieldnames):
-            raise ConfigError("the case list CSV needs the columns case_id and image (label optional)", path)
-        rows = list(reader)
     return [
-        (row["case_id"].strip(), path.parent / row["image"], path.parent / row["label"] if row.get("label") else None)
-        for row in rows
+        (row["case_id"], Path(row["image"]), (path.parent / row["label"]).resolve() if row.get("label") else None)
+        for row in read_csv_rows(path, required=("case_id", "image"))
     ]
