@@ -117,24 +117,16 @@ def _ras_order(affine: npt.NDArray[np.float64]) -> list[int]:
 
 
 def _load_case(case: Case) -> tuple[npt.NDArray[np.float32], Any, npt.NDArray[np.int64]]:
-    """(channels, i, j, k) image, its first Volume (geometry) and the label, checked to share one grid."""
-    from medimg.io import load
-    from medimg.transforms.pipelines import check_same_grid
+    """(channels, i, j, k) image, its first Volume (geometry) and the label, checked to share one grid (the
+    training loader's :func:`~medimg.transforms.pipelines.stack_channels`)."""
+    from medimg.transforms.pipelines import stack_channels
 
     paths = case_paths(case["image"])
-    vols = [load(p) for p in paths]
-    for p, v in zip(paths[1:], vols[1:], strict=True):
-        check_same_grid(vols[0], v, paths[0], p)
-    label = load(case["label"])
-    check_same_grid(vols[0], label, paths[0], case["label"])
-    arrays = []
-    for v in vols:
-        a = np.asarray(v.array, dtype=np.float32)
-        arrays.append(a[np.newaxis] if a.ndim == 3 else np.moveaxis(a, -1, 0))
-    lab = np.asarray(label.array)
-    if lab.ndim > 3:
-        lab = lab.reshape(lab.shape[:3])
-    return np.concatenate(arrays, axis=0), vols[0], np.rint(lab).astype(np.int64)
+    image, first = stack_channels(paths)
+    label, _ = stack_channels([case["label"]], grid=(str(paths[0]), first))
+    if label.shape[0] != 1:
+        raise ConfigError(f"the label has {label.shape[0]} volumes; a label map is one volume", case["label"])
+    return image, first, np.rint(label[0]).astype(np.int64)
 
 
 def fingerprint_case(

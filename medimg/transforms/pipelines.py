@@ -27,6 +27,7 @@ __all__ = [
     "classification_input_steps",
     "preprocessing",
     "scanner_shift",
+    "stack_channels",
 ]
 
 #: the training augmentation presets (``--data.augment``); the first is the default
@@ -100,8 +101,6 @@ class LoadVolumed:
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from monai.data import MetaTensor
 
-        from medimg.io import load
-
         d = dict(data)
         grid: tuple[str, Any] | None = None
         for key in self.keys:
@@ -110,21 +109,34 @@ class LoadVolumed:
                     continue
                 raise KeyError(key)
             paths = [d[key]] if isinstance(d[key], (str, os.PathLike)) else list(d[key])
-            arrays, affine, shape = [], None, None
-            for path in paths:
-                vol = load(path)
-                if grid is None:
-                    grid = (str(path), vol)
-                else:
-                    check_same_grid(grid[1], vol, grid[0], str(path))
-                array = np.asarray(vol.array)
-                arrays.append(array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0))  # (c, i, j, k)
-                affine, shape = vol.affine, vol.shape[:3]
-            first = str(paths[0])
-            meta = {"filename_or_obj": first, "original_affine": affine, "spatial_shape": shape}
-            stacked = np.concatenate(arrays, axis=0).astype(np.float32)
-            d[key] = MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(affine), meta=meta)
+            stacked, first = stack_channels(paths, grid)
+            if grid is None:
+                grid = (str(paths[0]), first)
+            meta = {"filename_or_obj": str(paths[0]), "original_affine": first.affine, "spatial_shape": first.shape[:3]}
+            d[key] = MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(first.affine), meta=meta)
         return d
+
+
+def stack_channels(
+    paths: Sequence[str | os.PathLike[str]], grid: tuple[str, Any] | None = None
+) -> tuple[np.ndarray[Any, np.dtype[np.float32]], Any]:
+    """The files at ``paths`` loaded with :func:`medimg.io.load` and stacked as channels: a (c, i, j, k) float32
+    array (a 4D file gives its t volumes as channels) and the first file's Volume (its geometry). Every file must
+    lie on the grid of ``grid`` = (path, Volume), or of the first file when ``grid`` is None."""
+    from medimg.io import load
+
+    arrays, first = [], None
+    for path in paths:
+        vol = load(path)
+        if grid is None:
+            grid = (str(path), vol)
+        else:
+            check_same_grid(grid[1], vol, grid[0], str(path))
+        if first is None:
+            first = vol
+        array = np.asarray(vol.array)
+        arrays.append(array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0))  # (c, i, j, k)
+    return np.concatenate(arrays, axis=0).astype(np.float32), first
 
 
 def check_same_grid(reference: Any, other: Any, reference_path: str, other_path: str) -> None:
