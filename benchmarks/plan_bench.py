@@ -45,6 +45,7 @@ from _report import update_section
 
 from medimg.data.datasets import read_msd
 from medimg.data.phantoms import make_phantom_msd
+from medimg.tasks.metrics import dice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,11 +64,6 @@ TASKS = {
         "mr",
     ),
 }  # fmt: skip
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    p, t = pred > 0, truth > 0
-    return float(2 * (p & t).sum() / max(p.sum() + t.sum(), 1))
 
 
 def held_out(root: Path) -> list[tuple[Path, Path]]:
