@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from medimg.export.blending import Predictor, sliding_window_labels
 from medimg.export.recipe import Recipe
 from medimg.io.volume import Volume
 
+if TYPE_CHECKING:
+    from medimg.io.seg import AlgorithmInfo
+
 __all__ = [
     "CPU_WINDOWS",
     "classification_input",
@@ -27,6 +30,7 @@ __all__ = [
     "preprocess",
     "refuse_channels",
     "resample_to",
+    "seg_algorithm",
     "segment_with",
     "to_input_grid",
 ]
@@ -89,6 +93,14 @@ def resample_to(
     return out
 
 
+def seg_algorithm(net: str, medimg_version: str, checkpoint_sha256: str) -> AlgorithmInfo:
+    """The :class:`~medimg.io.seg.AlgorithmInfo` every DICOM SEG medimg writes carries: ``medimg <net>``, the
+    version, and the net and checkpoint SHA-256 as provenance (one format, whichever path wrote the SEG)."""
+    from medimg.io.seg import AlgorithmInfo as Info
+
+    return Info(f"medimg {net}", medimg_version, {"net": net, "checkpoint_sha256": checkpoint_sha256})
+
+
 def segment_with(
     predictor: Predictor,
     recipe: Recipe,
@@ -135,10 +147,9 @@ def segment_with(
     mask = resample_to(pred[None], grid, affine, shape, mode="nearest").astype(np.uint8, order="F")
     volume = Volume(mask, affine, {"modality": "SEG", "source": str(image)})
     if source is not None and output is not None:
-        from medimg.io.seg import AlgorithmInfo, write_seg
+        from medimg.io.seg import write_seg
 
-        provenance = {"net": recipe.net, "checkpoint_sha256": recipe.checkpoint_sha256}
-        algorithm = AlgorithmInfo(f"medimg {recipe.net}", recipe.medimg_version, provenance)
+        algorithm = seg_algorithm(recipe.net, recipe.medimg_version, recipe.checkpoint_sha256)
         names = {0: "background", **{k: f"class {k}" for k in range(1, recipe.num_classes)}, **recipe.class_names}
         write_seg(volume, source, output, labels=names, algorithm=algorithm)
     elif output is not None:

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from medimg.errors import MedimgError
-from medimg.export.pipeline import CPU_WINDOWS, load_image, preprocess, refuse_channels, segment_with, to_input_grid
+from medimg.export.pipeline import (
+    CPU_WINDOWS,
+    load_image,
+    preprocess,
+    refuse_channels,
+    seg_algorithm,
+    segment_with,
+    to_input_grid,
+)
 from medimg.export.recipe import Recipe
 from medimg.io.volume import Volume
 
@@ -97,11 +105,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def algorithm_info(task: Any, ckpt: str | os.PathLike[str] | None = None) -> AlgorithmInfo:
     """The :class:`~medimg.io.seg.AlgorithmInfo` of a checkpoint: net name, checkpoint SHA-256, medimg version."""
     from medimg._version import __version__
-    from medimg.io.seg import AlgorithmInfo as Info
 
     digest = "unknown (task passed in memory)" if ckpt is None else file_sha256(ckpt)
-    net = str(task.hparams.get("net", "unknown"))
-    return Info(f"medimg {net}", __version__, {"net": net, "checkpoint_sha256": digest})
+    return seg_algorithm(str(task.hparams.get("net", "unknown")), __version__, digest)
 
 
 def task_recipe(task: Any, ckpt: str | os.PathLike[str] | None = None) -> Recipe:
