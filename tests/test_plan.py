@@ -3,6 +3,7 @@ bad input refused before training, and a short fit with the planned config."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from medimg.plan.planner import (
     target_spacing,
 )
 from medimg.plan.topology import MIN_FEATURE_EDGE, fit_patch, topology
-from medimg.tasks.optim import adamw_cosine
+from medimg.tasks.optim import COOLDOWN_SHARE, adamw_cosine, stable_then_cosine
 
 #: (name, make_phantom_msd kwargs): isotropic brain-like MR, anisotropic abdomen-like CT, thin 2D-like slabs
 PHANTOMS = {
@@ -273,7 +274,7 @@ class _Slow(pl.LightningModule):
         return (self.w * batch).sum()
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(torch.ones(8, 1), batch_size=1)
+        return torch.utils.data.DataLoader(torch.ones(32, 1), batch_size=1)
 
     def configure_optimizers(self):
         return adamw_cosine(self.parameters(), 1e-2, 0.0, self.trainer)
@@ -296,3 +297,16 @@ def test_learning_rate_anneals_to_whichever_stop_comes_first(tmp_path, stop, tra
     assert model.lrs[-1] < 0.05 * 1e-2, f"{stop}: the last step still ran at {model.lrs[-1]:.2e}"
     if stop == "max_time":
         assert trainer.current_epoch < 999  # the time budget, not max_epochs, ended it
+        # a timed run holds the peak rate and anneals only over its last COOLDOWN_SHARE
+        n = len(model.lrs)
+        assert model.lrs[int(0.6 * n)] == pytest.approx(1e-2)
+        assert model.lrs[int(0.95 * n)] < 0.5 * 1e-2
+
+
+def test_stable_then_cosine_holds_then_anneals_to_zero():
+    start = 1 - COOLDOWN_SHARE
+    assert stable_then_cosine(0.0) == stable_then_cosine(start) == 1.0
+    assert stable_then_cosine(start + COOLDOWN_SHARE / 2) == pytest.approx(0.5)
+    assert stable_then_cosine(1.0) == pytest.approx(0.0, abs=1e-12)
+    values = [stable_then_cosine(p / 100) for p in range(101)]
+    assert all(b <= a for a, b in itertools.pairwise(values))

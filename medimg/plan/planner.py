@@ -404,7 +404,7 @@ def schedule(
     for caching and checkpoints. One validation ends every epoch, so an epoch is ``steps / validations`` steps;
     ``max_epochs`` leaves :data:`EPOCH_HEADROOM` x the estimate, so that the time budget, not the estimate, ends
     a timed run -- inside an epoch that Lightning then validates, so the final weights are scored -- and the
-    learning rate anneals to whichever stop comes first (:func:`medimg.tasks.optim.budget_cosine`)."""
+    learning rate anneals to whichever stop comes first (:func:`medimg.tasks.optim.adamw_cosine`)."""
     if m.step_s <= 0:  # a GPU plan made without a GPU: nothing timed
         return Schedule(
             STEPS_PER_EPOCH * 1000, STEPS_PER_EPOCH, 1000, 1000,

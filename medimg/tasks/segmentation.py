@@ -35,7 +35,8 @@ class SegmentationTask(pl.LightningModule):
         net_kwargs: keyword arguments for that network (channels, strides, filters, ...).
         num_classes: output channels including background.
         in_channels: image channels.
-        lr / weight_decay: AdamW; the learning rate follows a cosine schedule over ``trainer.max_epochs``.
+        lr / weight_decay: AdamW; the learning rate follows a cosine schedule over ``trainer.max_epochs`` (with a
+            ``trainer.max_time``: the peak rate, then a cosine over the last fifth; see :mod:`medimg.tasks.optim`).
         roi_size / sw_batch_size / sw_overlap: sliding-window inference for validation, test and prediction.
         deep_supervision: train DynUNet's extra heads (``net_kwargs`` gets ``deep_supervision=True``).
         max_nonfinite: a NaN/inf loss skips the optimiser step with a warning (on every rank at once);
