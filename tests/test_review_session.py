@@ -181,6 +181,19 @@ def test_session_missing_case_file_is_skipped_shown_and_reported(study, tmp_path
     assert "data:image/png;base64," in text  # precomputed maps are in the report
 
 
+def test_worklist_folder_lists_what_load_reads(tmp_path):
+    # the folder listing is medimg.io.load.list_images, shared with `medimg adapt`: an upper-case NIfTI ending
+    # (which medimg.load reads) is a case, a hidden file and a non-image file are not
+    from medimg.tasks.adapt import list_images
+
+    for name in ("b.nii.gz", "A.NII.GZ", "c.nii", ".hidden.nii.gz", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "dicom_study").mkdir()
+    worklist = read_worklist(tmp_path)
+    assert [c.case_id for c in worklist.cases] == ["A", "b", "c", "dicom_study"]
+    assert [p.name for p in list_images(tmp_path)] == ["A.NII.GZ", "b.nii.gz", "c.nii", "dicom_study"]
+
+
 def test_session_case_without_map_is_reported_in_the_page_not_raised(study):
     (study["ex"] / "c2" / "explanation.json").unlink()  # an unfinished batch job, no checkpoint to compute it
     view = _open(study, "Dr. Ada")

@@ -25,10 +25,22 @@ from medimg.io.scan import ScanResult, scan
 from medimg.io.series import Series
 from medimg.io.volume import NIFTI_SUFFIXES, Volume, read_nifti
 
-__all__ = ["load", "load_series"]
+__all__ = ["is_nifti", "list_images", "load", "load_series"]
 
 UnevenPolicy = Literal["error", "resample"]
 TiltPolicy = Literal["resample", "error"]
+
+
+def is_nifti(path: str | os.PathLike[str]) -> bool:
+    """True for a name :func:`load` reads as NIfTI: ``.nii`` or ``.nii.gz``, in any letter case."""
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """The images :func:`load` can open in ``folder``, sorted: NIfTI files (:func:`is_nifti`) and sub-folders
+    (DICOM series or studies); hidden entries skipped. One listing for ``medimg adapt`` and the review
+    worklist, so that both see the same cases."""
+    return sorted(p for p in Path(folder).iterdir() if not p.name.startswith(".") and (p.is_dir() or is_nifti(p)))
 
 
 def load(
@@ -66,7 +78,7 @@ def load(
         NotDicomError, DicomReadError, NoPixelDataError, UnsupportedTransferSyntaxError, ImageValueError.
     """
     p = Path(path)
-    if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES):
+    if p.is_file() and is_nifti(p):
         return read_nifti(p, allow_nonfinite=allow_nonfinite)
     if not p.exists():
         raise MedimgError("no such file or folder", p)

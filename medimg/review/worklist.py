@@ -24,8 +24,6 @@ from medimg.errors import ConfigError, ReviewError
 
 __all__ = ["ReadingCase", "SkippedCase", "Worklist", "check_reader", "read_worklist", "reader_order", "reader_seed"]
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
 
 @dataclass(frozen=True)
 class ReadingCase:
@@ -124,15 +122,10 @@ def _checked(found: list[tuple[str, Path, Path | None]], source: str) -> Worklis
 
 
 def _from_folder(folder: Path) -> list[tuple[str, Path, Path | None]]:
-    found: list[tuple[str, Path, Path | None]] = []
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.is_dir():
-            found.append((p.name, p, None))  # a DICOM study/series folder
-        elif p.name.endswith(NIFTI_SUFFIXES):
-            found.append((p.name.split(".")[0], p, None))
-    return found
+    from medimg.io.load import list_images
+
+    # a DICOM study/series folder is named by itself, a NIfTI file by its name before the first dot
+    return [(p.name if p.is_dir() else p.name.split(".")[0], p, None) for p in list_images(folder)]
 
 
 def _from_msd(spec: Path, split: str) -> list[tuple[str, Path, Path | None]]:

@@ -56,9 +56,6 @@ log = logging.getLogger(__name__)
 #: the methods ``medimg adapt --method`` offers
 ADAPT_METHODS = ("adabn", "tent", "adabn+tent")
 
-#: NIfTI file endings taken from an image folder (sub-folders are taken as DICOM series)
-NIFTI_ENDINGS = (".nii", ".nii.gz")
-
 #: the adapted model must predict at least this fraction of the original's foreground volume (collapse guard)
 MIN_FOREGROUND_RATIO = 0.5
 
@@ -123,14 +120,12 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """The images of a folder: NIfTI files (``.nii``/``.nii.gz``) and sub-folders (DICOM series), sorted.
 
     Refuses a missing or empty folder with :class:`~medimg.errors.ConfigError`."""
+    from medimg.io.load import list_images as listing
+
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError("image folder not found", root)
-    found = sorted(
-        p
-        for p in root.iterdir()
-        if not p.name.startswith(".") and (p.is_dir() or p.name.lower().endswith(NIFTI_ENDINGS))
-    )
+    found = listing(root)
     if not found:
         raise ConfigError("no images here (expected .nii/.nii.gz files or DICOM series folders)", root)
     return found
@@ -139,8 +134,9 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 def _image_modality(path: Path) -> str | None:
     """The modality an image declares: a NIfTI's ``descrip`` (medimg writes it) or a DICOM series' (0008,0060)."""
     from medimg.io import load
+    from medimg.io.load import is_nifti
 
-    if path.name.lower().endswith(NIFTI_ENDINGS):
+    if is_nifti(path):
         import nibabel as nib
 
         header: Any = nib.load(path).header  # the header only: the voxels are read later, once
