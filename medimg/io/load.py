@@ -23,17 +23,12 @@ from medimg.io.diffusion import fsl_bvecs
 from medimg.io.orientation import lps_to_ras_affine
 from medimg.io.scan import ScanResult, scan
 from medimg.io.series import Series
-from medimg.io.volume import NIFTI_SUFFIXES, Volume, read_nifti
+from medimg.io.volume import Volume, is_nifti, read_nifti
 
-__all__ = ["is_nifti", "list_images", "load", "load_series"]
+__all__ = ["list_images", "load", "load_series"]
 
 UnevenPolicy = Literal["error", "resample"]
 TiltPolicy = Literal["resample", "error"]
-
-
-def is_nifti(path: str | os.PathLike[str]) -> bool:
-    """True for a name :func:`load` reads as NIfTI: ``.nii`` or ``.nii.gz``, in any letter case."""
-    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

@@ -15,9 +15,15 @@ from medimg.errors import ImageValueError, MedimgError
 from medimg.io.atomic import atomic_path
 from medimg.io.orientation import affine_axcodes
 
-__all__ = ["Volume", "read_nifti"]
+__all__ = ["Volume", "is_nifti", "read_nifti"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: str | os.PathLike[str]) -> bool:
+    """True for a name :func:`medimg.load` reads as NIfTI: ``.nii`` or ``.nii.gz``, in any letter case."""
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
+
 
 #: Largest difference (mm) between two affines' entries for them to describe the same voxel grid.
 GRID_TOLERANCE_MM = 1e-3

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.explain.api import Explanation
-from medimg.io.volume import NIFTI_SUFFIXES
+from medimg.io.volume import is_nifti
 from medimg.review.store import Feedback
 
 __all__ = ["export_case_dicom", "review_text"]
@@ -37,7 +37,7 @@ def export_case_dicom(case_id: str, ex: Explanation, answers: Sequence[Feedback]
     from medimg.io.seg import source_slices, write_seg
 
     source = str(ex.image.meta.get("source", ""))
-    if not source or source.lower().endswith(NIFTI_SUFFIXES):
+    if not source or is_nifti(source):
         log.info("case %s: input is not a DICOM series, no DICOM objects written", case_id)
         return []
     name = re.sub(r"[^0-9A-Za-z._-]+", "_", case_id)

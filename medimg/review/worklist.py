@@ -21,6 +21,7 @@ import numpy as np
 
 from medimg.data.datasets import read_csv_rows
 from medimg.errors import ConfigError, ReviewError
+from medimg.io.load import list_images
 
 __all__ = ["ReadingCase", "SkippedCase", "Worklist", "check_reader", "read_worklist", "reader_order", "reader_seed"]
 
@@ -122,8 +123,6 @@ def _checked(found: list[tuple[str, Path, Path | None]], source: str) -> Worklis
 
 
 def _from_folder(folder: Path) -> list[tuple[str, Path, Path | None]]:
-    from medimg.io.load import list_images
-
     # a DICOM study/series folder is named by itself, a NIfTI file by its name before the first dot
     return [(p.name if p.is_dir() else p.name.split(".")[0], p, None) for p in list_images(folder)]
 

@@ -134,7 +134,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 def _image_modality(path: Path) -> str | None:
     """The modality an image declares: a NIfTI's ``descrip`` (medimg writes it) or a DICOM series' (0008,0060)."""
     from medimg.io import load
-    from medimg.io.load import is_nifti
+    from medimg.io.volume import is_nifti
 
     if is_nifti(path):
         import nibabel as nib

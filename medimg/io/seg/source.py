@@ -27,7 +27,7 @@ from medimg.io.series import (
     SEGMENTATION_STORAGE,
     Series,
 )
-from medimg.io.volume import GRID_TOLERANCE_MM, NIFTI_SUFFIXES, Volume
+from medimg.io.volume import GRID_TOLERANCE_MM, Volume, is_nifti
 
 __all__ = [
     "DERIVED_SOP_CLASSES",
@@ -103,7 +103,7 @@ def source_slices(source: str | os.PathLike[str] | Series, *, purpose: str = "DI
         where = Path(series.files[0]).parent
     else:
         where = Path(source)
-        if where.name.lower().endswith(NIFTI_SUFFIXES):
+        if is_nifti(where):
             raise MedimgError(f"{purpose} needs the DICOM source series (a NIfTI file has no DICOM UIDs)", where)
         series = _pick_series(where)
     _check_geometry(series, where)
