@@ -16,23 +16,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 from mosaic_writer import write_mosaics
-from tests_support import assert_same_image, dcm2niix_executable, oblique_affine
+from tests_support import assert_same_diffusion, assert_same_image, dcm2niix_executable, oblique_affine
 
 from medimg.data.samples import scanner_files
 from medimg.errors import ModelError, SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load, scan
 from medimg.io.convert import convert
 from medimg.io.dicom_write import write_series
-
-
-def _bvec_to_ras(bvec: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Undo FSL's convention: voxel-frame .bvec columns -> RAS unit directions."""
-    a = affine[:3, :3]
-    rotation = a / np.linalg.norm(a, axis=0)
-    v = np.array(bvec, dtype=float)
-    if np.linalg.det(a) > 0:
-        v[0] *= -1
-    return rotation @ v
 
 
 def _run_dcm2niix(folder: Path, out: Path) -> Path:
@@ -45,17 +35,6 @@ def _run_dcm2niix(folder: Path, out: Path) -> Path:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out / "ref.nii"
-
-
-def _assert_same_diffusion(ours: Path, ref: Path) -> None:
-    ours_img, ref_img = nib.load(ours), nib.load(ref)
-    base_o, base_r = str(ours).removesuffix(".nii.gz"), str(ref).removesuffix(".nii")
-    assert Path(base_o + ".bval").read_text().split() == Path(base_r + ".bval").read_text().split()
-    bo, br = np.loadtxt(base_o + ".bvec", ndmin=2), np.loadtxt(base_r + ".bvec", ndmin=2)
-    assert bo.shape == br.shape
-    np.testing.assert_allclose(_bvec_to_ras(bo, ours_img.affine), _bvec_to_ras(br, ref_img.affine), atol=2e-5)
-    if np.allclose(ours_img.affine, ref_img.affine, atol=1e-3):
-        np.testing.assert_allclose(bo, br, atol=2e-6)
 
 
 GRADIENTS = [None, (1.0, 0.0, 0.0), (0.0, 0.7071068, 0.7071068), (0.26726124, -0.53452248, 0.80178373), None]
@@ -80,7 +59,7 @@ def test_dwi_mosaics_become_one_4d_volume_with_dcm2niix_bvals_and_bvecs(angles, 
     (nifti,) = report.written
     ref = _run_dcm2niix(folder, tmp_path / "ref")
     assert_same_image(Volume(np.asarray(nib.load(nifti).dataobj), nib.load(nifti).affine), nib.load(ref))
-    _assert_same_diffusion(nifti, ref)
+    assert_same_diffusion(nifti, ref)
 
 
 def test_real_siemens_b0_b1000_pair_is_one_4d_volume_like_dcm2niix(tmp_path):
@@ -93,7 +72,7 @@ def test_real_siemens_b0_b1000_pair_is_one_4d_volume_like_dcm2niix(tmp_path):
     ours, theirs = nib.as_closest_canonical(nib.load(nifti)), nib.as_closest_canonical(nib.load(ref))
     np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-3)
     np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
-    _assert_same_diffusion(nifti, ref)
+    assert_same_diffusion(nifti, ref)
 
 
 def test_split_4d_writes_one_file_per_volume(phantom, tmp_path):

@@ -80,3 +80,28 @@ def synthetic_explanation(seed: int, checkpoint_sha256: str = "a" * 64) -> Expla
         label=1, method="hirescam", layer="model.2", checkpoint_sha256=checkpoint_sha256,
         input_sha256=f"{seed:x}" * 64, sanity=SanityResult(0.1, 0.5, 7),
     )  # fmt: skip
+
+
+def bvec_to_ras(bvec: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Undo FSL's convention: voxel-frame .bvec columns -> RAS unit directions."""
+    a = affine[:3, :3]
+    rotation = a / np.linalg.norm(a, axis=0)
+    v = np.array(bvec, dtype=float)
+    if np.linalg.det(a) > 0:
+        v[0] *= -1
+    return rotation @ v
+
+
+def assert_same_diffusion(ours: Path, ref: Path) -> None:
+    """medimg's ``.bval``/``.bvec`` beside ``ours`` equal dcm2niix's beside ``ref``: the same b-values, the same
+    directions in world space (and the same numbers where both images share an affine)."""
+    import nibabel as nib
+
+    ours_img, ref_img = nib.load(ours), nib.load(ref)
+    base_o, base_r = str(ours).removesuffix(".nii.gz"), str(ref).removesuffix(".nii")
+    assert Path(base_o + ".bval").read_text().split() == Path(base_r + ".bval").read_text().split()
+    bo, br = np.loadtxt(base_o + ".bvec", ndmin=2), np.loadtxt(base_r + ".bvec", ndmin=2)
+    assert bo.shape == br.shape
+    np.testing.assert_allclose(bvec_to_ras(bo, ours_img.affine), bvec_to_ras(br, ref_img.affine), atol=2e-5)
+    if np.allclose(ours_img.affine, ref_img.affine, atol=1e-3):
+        np.testing.assert_allclose(bo, br, atol=2e-6)

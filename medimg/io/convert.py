@@ -20,7 +20,7 @@ import numpy as np
 from medimg._version import __version__
 from medimg.errors import MedimgError
 from medimg.io.atomic import atomic_write_text
-from medimg.io.load import UnevenPolicy, load_series
+from medimg.io.load import PhilipsScaling, UnevenPolicy, load_series
 from medimg.io.scan import scan
 from medimg.io.series import Series
 from medimg.io.volume import Volume
@@ -42,14 +42,37 @@ class ConversionReport:
         return not self.refused
 
 
+#: File-name suffixes of the complex image components, as dcm2niix writes them (magnitude has none).
+PART_SUFFIXES = {"phase": "_ph", "real": "_real", "imaginary": "_imaginary", "fieldmaphz": "_fieldmaphz"}
+
+
 def _stem(series: Series) -> str:
+    """``<Series Number>_<modality>_<description>`` and what sets this output apart within its series: the echo
+    (``_e2``), the image part (``_ph``, ``_real``, ``_imaginary``, ``_fieldmaphz``), a derived diffusion image
+    (``_ADC``), else the part number of a split series (``_part2``)."""
     desc = re.sub(r"[^A-Za-z0-9]+", "_", series.description).strip("_")[:40] or "series"
     number = series.header.series_number
-    part = f"_part{series.part}" if series.part else ""
-    echo = series.frames[0].echo
-    if series.part and echo is not None and any("several_echoes" in p.detail for p in series.problems):
-        part = f"_e{echo}"
-    return f"{number if number is not None else 0:03d}_{series.modality}_{desc}{part}"
+    first = series.frames[0]
+    suffix = ""
+    several_echoes = any("several_echoes" in p.detail for p in series.problems)
+    if series.part and first.echo is not None and several_echoes:
+        suffix += f"_e{first.echo}"
+    suffix += PART_SUFFIXES.get(first.part or "", "")
+    if series.derived:
+        suffix += "_ADC"
+    if series.part and not suffix:
+        suffix = f"_part{series.part}"
+    return f"{number if number is not None else 0:03d}_{series.modality}_{desc}{suffix}"
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3`` ... when an earlier output took it (never a chain of suffixes)."""
+    candidate, n = stem, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}_{n}"
+    used.add(candidate)
+    return candidate
 
 
 def sidecar(series: Series, meta: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +92,7 @@ def sidecar(series: Series, meta: dict[str, Any]) -> dict[str, Any]:
             "ConversionSoftwareVersion": __version__,
         }
     )
-    for key in ("gantry_tilt_deg", "resampled"):
+    for key in ("gantry_tilt_deg", "resampled", "value_scaling"):
         if key in meta:
             out[key] = meta[key]
     if "volumes" in meta:
@@ -85,11 +108,13 @@ def convert(
     include_localizers: bool = False,
     uneven: UnevenPolicy = "error",
     split_4d: bool = False,
+    philips_scaling: PhilipsScaling = "precise",
 ) -> ConversionReport:
     """Convert the DICOM series under ``source`` to ``out_dir/<number>_<modality>_<description>.nii.gz``.
 
     Each NIfTI gets a ``.json`` sidecar. Files are written atomically: a series that fails leaves nothing
-    behind. Series that cannot be volumes are listed in ``report.refused`` with the reason; non-blocking problems
+    behind. Philips MR values are written as Philips' floating-point values unless ``philips_scaling="display"``
+    (the rule is in the sidecar's ``value_scaling``). Series that cannot be volumes are listed in ``report.refused`` with the reason; non-blocking problems
     (an assumed spacing, a corrected tilt, a split UID) in ``report.notes`` and in the sidecar's ``Problems``.
     """
     found = scan(source)
@@ -102,14 +127,11 @@ def convert(
             report.skipped[s.key] = "localizer (use --include-localizers to convert it)"
             continue
         try:
-            volume = load_series(s, uneven=uneven)
+            volume = load_series(s, uneven=uneven, philips_scaling=philips_scaling)
         except MedimgError as exc:
             report.refused[s.key] = exc.reason
             continue
-        stem = _stem(s)
-        while stem in used:
-            stem += "_b"
-        used.add(stem)
+        stem = _unique(_stem(s), used)
         notes = [f"{p['code']}: {p['detail']}" for p in volume.meta.get("problems", []) if p["code"] != "4d"]
         if notes:
             report.notes[s.key] = notes
@@ -132,7 +154,7 @@ def _write(volume: Volume, series: Series, out: Path, stem: str, split_4d: bool)
     target = volume.save(out / f"{stem}.nii.gz")
     atomic_write_text(out / f"{stem}.json", _sidecar_text(series, meta))
     entries = meta.get("volumes") or []
-    if entries and all("b_value" in e for e in entries):
+    if entries and all("b_value" in e for e in entries) and any(e["b_value"] > 0 for e in entries):
         atomic_write_text(out / f"{stem}.bval", " ".join(f"{e['b_value']:g}" for e in entries) + "\n")
         rows = [" ".join(_bvec_number(e["gradient"][axis]) for e in entries) for axis in range(3)]
         atomic_write_text(out / f"{stem}.bvec", "\n".join(rows) + "\n")

@@ -30,7 +30,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, Med
 
 from medimg.errors import DicomReadError, NotDicomError
 from medimg.io.dicom_raw import get_value, open_dataset
-from medimg.io.diffusion import Diffusion, diffusion_from_dataset
+from medimg.io.diffusion import Diffusion, derived_diffusion_image, diffusion_from_dataset
+from medimg.io.ge import ge_image_part, ge_slices_per_volume, is_ge
+from medimg.io.philips import is_philips, philips_frame_scale_slope, philips_image_part, philips_scale_slope
 from medimg.io.siemens import (
     MosaicLayout,
     csa_image_header,
@@ -93,7 +95,10 @@ class Frame:
     (0020,0100) Temporal Position Identifier (enhanced: Temporal Position Index), ``trigger`` (0018,1060) Trigger
     Time in ms, ``acquisition_time`` (0008,0032) Acquisition Time, ``diffusion`` the b-value and gradient;
     ``echo`` (0018,0086) Echo Numbers splits a series into one volume per echo; ``instance`` (0020,0013)
-    Instance Number orders volumes in time.
+    Instance Number orders volumes in time. ``part`` is the complex image component (see :func:`image_part`),
+    which splits a series like an echo does; ``philips_scale`` is Philips' Scale Slope (see
+    :mod:`medimg.io.philips`); ``derived_diffusion`` marks an isotropic/trace/ADC image that a scanner put inside a
+    diffusion series (it is written apart, never into the 4D).
     """
 
     header: FileHeader
@@ -113,6 +118,9 @@ class Frame:
     acquisition_time: str | None = None
     instance: int | None = None
     diffusion: Diffusion | None = None
+    part: str | None = None  # None: magnitude (or not a complex image); else an IMAGE_PARTS value
+    philips_scale: float | None = None  # Philips (2005,100E) Scale Slope, for the floating-point value
+    derived_diffusion: bool = False  # an isotropic / trace / ADC image derived inside a diffusion series
 
     @property
     def path(self) -> str:
@@ -149,6 +157,9 @@ class FileHeader:
     invalid_geometry: list[str] = field(default_factory=list)  # present but impossible values, with their tags
     rows: int = 0  # (0028,0010) of the stored image (for a mosaic: of the whole tiled image)
     columns: int = 0  # (0028,0011)
+    study_uid: str = ""  # (0020,000D), used only to group files whose Series Instance UID is missing
+    frame_of_reference: str = ""  # (0020,0052), idem
+    slices_per_volume: int | None = None  # Images in Acquisition (0020,1002) or GE (0021,104F)
 
     @property
     def is_dicomdir(self) -> bool:
@@ -335,7 +346,63 @@ def _file_header(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | 
         sidecar=_sidecar(ds),
         rows=rows,
         columns=columns,
+        study_uid=str(get_value(ds, "StudyInstanceUID") or ""),
+        frame_of_reference=str(get_value(ds, "FrameOfReferenceUID") or ""),
+        slices_per_volume=_slices_per_volume(ds),
     )
+
+
+def _slices_per_volume(ds: Dataset) -> int | None:
+    """How many slices one volume of a classic multi-volume series has, where the files say so: GE's (0021,104F)
+    Locations in Acquisition, else Images in Acquisition (0020,1002). Only used when nothing else tells the
+    volumes apart (then they follow Instance Number order, as dcm2niix does)."""
+    if is_ge(ds):
+        found = ge_slices_per_volume(ds)
+        if found is not None:
+            return found
+    value = get_value(ds, "ImagesInAcquisition")
+    try:
+        n = int(value) if value is not None else 0
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
+#: Complex image components as Image Type value 3 (0008,0008) and Complex Image Component (0008,9208) spell
+#: them (PS3.3 C.8.13.1.1.1, C.8.16.1), and the field-map words; magnitude is the default and has no part.
+IMAGE_PARTS = {
+    "P": "phase",
+    "PHASE": "phase",
+    "R": "real",
+    "REAL": "real",
+    "I": "imaginary",
+    "IMAGINARY": "imaginary",
+    "B0": "fieldmaphz",
+    "FIELD_MAP": "fieldmaphz",
+}
+
+
+def image_part(ds: Dataset, image_type: tuple[str, ...]) -> str | None:
+    """The complex image component of an image: None for magnitude, else ``phase``/``real``/``imaginary``, or
+    ``fieldmaphz`` for a scanner-computed B0 map.
+
+    Sources in order: Complex Image Component (0008,9208); GE's (0043,102F); Philips' (2005,1011); Image Type
+    value 3, whole (``P``) or as Philips' prefix (``P_FFE``); a ``B0``/``FIELD_MAP`` value anywhere in Image Type.
+    """
+    if any(v in {"B0", "FIELD_MAP"} for v in image_type):
+        return "fieldmaphz"
+    found: str | None = None
+    component = str(get_value(ds, "ComplexImageComponent") or "").upper()
+    if component and component != "MIXED":
+        found = "magnitude" if component == "MAGNITUDE" else IMAGE_PARTS.get(component)
+    if found is None and is_ge(ds):
+        found = ge_image_part(ds)
+    if found is None and is_philips(ds):
+        found = philips_image_part(ds)
+    if found is None and len(image_type) > 2:
+        value = image_type[2]
+        found = IMAGE_PARTS.get(value) or IMAGE_PARTS.get(value.split("_")[0] if "_" in value else "")
+    return None if found in (None, "magnitude") else found
 
 
 def _sidecar(ds: Dataset) -> dict[str, Any]:
@@ -397,10 +464,11 @@ def _classic_fields(header: FileHeader, ds: Dataset) -> tuple[dict[str, Any], di
     siemens = "SIEMENS" in str(get_value(ds, "Manufacturer") or "").upper()
     if "MOSAIC" in header.image_type or (siemens and "DIFFUSION" in header.image_type):
         csa = csa_image_header(ds, header.path)
+    iop = _orientation(get_value(ds, "ImageOrientationPatient"), issues)
     fields = {
         "rows": header.rows,
         "columns": header.columns,
-        "iop": _orientation(get_value(ds, "ImageOrientationPatient"), issues),
+        "iop": iop,
         "pixel_spacing": spacing,
         "slope": slope,
         "intercept": intercept,
@@ -410,7 +478,10 @@ def _classic_fields(header: FileHeader, ds: Dataset) -> tuple[dict[str, Any], di
         "trigger": _str(get_value(ds, "TriggerTime")),
         "acquisition_time": _str(get_value(ds, "AcquisitionTime")),
         "instance": _int(get_value(ds, "InstanceNumber"), "Instance Number (0020,0013)", header.path) or None,
-        "diffusion": diffusion_from_dataset(ds, csa) if header.modality == "MR" else None,
+        "diffusion": diffusion_from_dataset(ds, csa, iop=iop) if header.modality == "MR" else None,
+        "part": image_part(ds, header.image_type) if header.modality == "MR" else None,
+        "philips_scale": philips_scale_slope(ds) if is_philips(ds) and header.modality == "MR" else None,
+        "derived_diffusion": header.modality == "MR" and derived_diffusion_image(ds, header.image_type),
     }
     return fields, csa
 
@@ -502,7 +573,25 @@ def _enhanced_frame(header: FileHeader, i: int, fg: Dataset, shared: Dataset | N
         trigger=_str(cardiac.get("NominalCardiacTriggerDelayTime")) if cardiac else None,
         acquisition_time=_str(content.get("FrameAcquisitionDateTime")) if content else None,
         diffusion=_frame_diffusion(ds, fg, shared) if header.modality == "MR" else None,
+        part=_frame_part(ds, fg, shared, header) if header.modality == "MR" else None,
+        philips_scale=philips_frame_scale_slope(fg) if is_philips(ds) and header.modality == "MR" else None,
     )
+
+
+def _frame_part(ds: Dataset, fg: Dataset, shared: Dataset | None, header: FileHeader) -> str | None:
+    """The complex image component of one enhanced frame: its MR Image Frame Type (0018,9226) Frame Type and
+    Complex Image Component (0008,9208), else the file's."""
+    frame_type = _first(fg, "MRImageFrameTypeSequence") or _first(shared, "MRImageFrameTypeSequence")
+    if frame_type is not None:
+        types = tuple(str(v).upper() for v in _multi(frame_type.get("FrameType")))
+        component = str(frame_type.get("ComplexImageComponent") or "").upper()
+        if "B0" in types or "FIELD_MAP" in types:
+            return "fieldmaphz"
+        if component and component not in {"MIXED", "MAGNITUDE"}:
+            return IMAGE_PARTS.get(component)
+        if component == "MAGNITUDE":
+            return None
+    return image_part(ds, header.image_type)
 
 
 def _frame_diffusion(ds: Dataset, fg: Dataset, shared: Dataset | None) -> Diffusion | None:

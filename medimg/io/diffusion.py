@@ -5,7 +5,14 @@ Sources, first found wins (the same order dcm2niix uses for these vendors):
 1. the standard attributes: (0018,9087) Diffusion b-value and (0018,9089) Diffusion Gradient Orientation, at the
    top level or, in enhanced MR, in the per-frame MR Diffusion Sequence (0018,9117) (PS3.3 C.8.13.5.9);
 2. Siemens: the CSA image header fields ``B_value`` and ``DiffusionGradientDirection``, then the private
-   (0019,100C) B_value and (0019,100E) DiffusionGradientDirection of the ``SIEMENS MR HEADER`` block.
+   (0019,100C) B_value and (0019,100E) DiffusionGradientDirection of the ``SIEMENS MR HEADER`` block;
+3. GE: (0043,1039) and (0019,10BB/10BC/10BD) (:mod:`medimg.io.ge`, gradient turned from GE's frequency/phase/
+   slice frame into LPS+);
+4. Philips: (2001,1003) and (2005,10B0/10B1/10B2) (:mod:`medimg.io.philips`).
+
+Canon/Toshiba write the standard attributes, but only on images with a diffusion gradient: their b=0 volumes
+carry none (dcm2niix's Canon notes). The series logic (:mod:`medimg.io.series`) therefore takes a volume without
+an encoding inside a series whose other volumes have one for b=0, and records that assumption.
 
 Gradient directions in DICOM are unit vectors in the patient (LPS+) frame. FSL's ``.bvec`` wants them in the
 *voxel* frame of the image as written, with the first component negated when the affine's determinant is
@@ -23,9 +30,12 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
-from medimg.io.siemens import SIEMENS_MR_HEADER, csa_scalar, csa_vector, private_value
+from medimg.io.ge import ge_b_value, ge_gradient_lps, is_ge
+from medimg.io.philips import is_philips, philips_b_value, philips_gradient_lps, philips_isotropic
+from medimg.io.siemens import SIEMENS_MR_HEADER, csa_scalar, csa_vector
+from medimg.io.vendor_tags import private_value
 
-__all__ = ["Diffusion", "diffusion_from_dataset", "fsl_bvecs"]
+__all__ = ["DERIVED_DIFFUSION_TYPES", "Diffusion", "derived_diffusion_image", "diffusion_from_dataset", "fsl_bvecs"]
 
 #: Offsets of (0019,100C) B_value and (0019,100E) DiffusionGradientDirection in the SIEMENS MR HEADER block.
 _SIEMENS_B_VALUE = 0x0C
@@ -86,9 +96,15 @@ def _standard(item: Dataset | None) -> Diffusion | None:
 
 
 def diffusion_from_dataset(
-    ds: Dataset, csa: dict[str, Any] | None, frame_group: Dataset | None = None
+    ds: Dataset,
+    csa: dict[str, Any] | None,
+    frame_group: Dataset | None = None,
+    iop: tuple[float, ...] | None = None,
 ) -> Diffusion | None:
-    """The diffusion encoding of ``ds`` (or of one enhanced frame's functional group ``frame_group``), or None."""
+    """The diffusion encoding of ``ds`` (or of one enhanced frame's functional group ``frame_group``), or None.
+
+    ``iop`` (Image Orientation (Patient)) turns GE's image-frame gradient into LPS+.
+    """
     if frame_group is not None:
         seq = frame_group.get("MRDiffusionSequence")
         found = _standard(seq[0] if seq else None)
@@ -107,7 +123,33 @@ def diffusion_from_dataset(
             raw = private_value(ds, 0x0019, SIEMENS_MR_HEADER, _SIEMENS_GRADIENT)
             gradient = _unit(raw) if raw is not None and b > 0 else None
             return Diffusion(b, gradient, "Siemens (0019,100C)/(0019,100E)")
+    if is_ge(ds):
+        b = ge_b_value(ds)
+        if b is not None:
+            return Diffusion(b, ge_gradient_lps(ds, iop) if b > 0 else None, "GE (0043,1039)/(0019,10BB-10BD)")
+    if is_philips(ds):
+        b = philips_b_value(ds)
+        if b is not None:
+            raw = philips_gradient_lps(ds)
+            gradient = _unit(raw) if raw is not None and b > 0 else None
+            return Diffusion(b, gradient, "Philips (2001,1003)/(2005,10B0-10B2)")
     return None
+
+
+#: Image Type (0008,0008) values of images computed from a diffusion series rather than acquired: apparent
+#: diffusion coefficient, trace-weighted / isotropic images, fractional anisotropy, exponential ADC.
+DERIVED_DIFFUSION_TYPES = frozenset({"ADC", "TRACEW", "TRACE", "ISOTROPIC", "FA", "EADC", "EXP"})
+
+
+def derived_diffusion_image(ds: Dataset, image_type: tuple[str, ...]) -> bool:
+    """True for an image a scanner derived from the diffusion directions (Image Type :data:`DERIVED_DIFFUSION_TYPES`,
+    or Philips' (2001,1004) ``I`` on a diffusion-weighted image): it goes to its own output, never into the 4D."""
+    if DERIVED_DIFFUSION_TYPES.intersection(image_type):
+        return True
+    if is_philips(ds) and philips_isotropic(ds):
+        b = philips_b_value(ds)
+        return b is not None and b > 0
+    return False
 
 
 def fsl_bvecs(

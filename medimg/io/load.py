@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,14 +22,24 @@ from medimg.io.dicom_header import Frame
 from medimg.io.dicom_pixels import read_frames, read_volumes
 from medimg.io.diffusion import fsl_bvecs
 from medimg.io.orientation import lps_to_ras_affine
+from medimg.io.philips import philips_precise
 from medimg.io.scan import ScanResult, scan
 from medimg.io.series import Series
 from medimg.io.volume import Volume, is_nifti, read_nifti
 
-__all__ = ["list_images", "load", "load_series"]
+__all__ = ["PhilipsScaling", "list_images", "load", "load_series", "series_listing"]
 
 UnevenPolicy = Literal["error", "resample"]
 TiltPolicy = Literal["resample", "error"]
+#: Philips MR values: ``"precise"`` (default, as dcm2niix) the floating-point value FP = (SV x RS + RI) / (RS x SS);
+#: ``"display"`` the Rescale Slope/Intercept value (see :mod:`medimg.io.philips`).
+PhilipsScaling = Literal["precise", "display"]
+PHILIPS_SCALING_RULES = {
+    "precise": "Philips floating-point value FP = (SV x RS + RI) / (RS x SS), SS = (2005,100E)",
+    "display": "Philips display value SV x RS + RI (Rescale Slope/Intercept (0028,1053)/(0028,1052))",
+}
+#: How many series a refusal names before it says how many more there are.
+LISTED_SERIES = 4
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
@@ -46,6 +57,7 @@ def load(
     tilt: TiltPolicy = "resample",
     allow_nonfinite: bool = False,
     reference: str | os.PathLike[str] | Series | None = None,
+    philips_scaling: PhilipsScaling = "precise",
 ) -> Volume:
     """Load one image volume with its geometry.
 
@@ -63,6 +75,8 @@ def load(
         allow_nonfinite: accept NaN/inf voxels in NIfTI input.
         reference: for a DICOM SEG / Parametric Map file: the folder of the image series it references, to
             place a sparse SEG on that series' grid (see :func:`medimg.io.seg.read_seg`).
+        philips_scaling: Philips MR values as ``"precise"`` floating-point values (default, as dcm2niix's
+            default ``-p y``) or ``"display"`` values; the rule used is in ``meta["value_scaling"]``.
 
     Returns:
         A :class:`Volume` (see its docstring for the axis and affine contract). CT is in Hounsfield units.
@@ -84,7 +98,7 @@ def load(
         return derived
     found = scan(p)
     chosen = _choose(found, series, p)
-    return load_series(chosen, uneven=uneven, tilt=tilt)
+    return load_series(chosen, uneven=uneven, tilt=tilt, philips_scaling=philips_scaling)
 
 
 def _choose(found: ScanResult, series: str | None, path: Path) -> Series:
@@ -97,12 +111,27 @@ def _choose(found: ScanResult, series: str | None, path: Path) -> Series:
     candidates = [s for s in found.series if not s.localizer and s.header.has_pixels] or found.series
     if len(candidates) == 1:
         return candidates[0]
-    listing = "; ".join(f"{s.key} {s.modality} {s.description!r} {s.shape}" for s in candidates)
-    raise SeriesSelectionError(f"{len(candidates)} series found, pass series=KEY (or --series): {listing}", path)
+    raise SeriesSelectionError(
+        f"{len(candidates)} series found, pass series=KEY (or --series): {series_listing(candidates)}", path
+    )
 
 
-def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPolicy = "resample") -> Volume:
-    """Read one scanned :class:`Series` into a :class:`Volume`, applying the geometry policies of :func:`load`."""
+def series_listing(candidates: list[Series], limit: int = LISTED_SERIES) -> str:
+    """At most ``limit`` series as ``KEY MODALITY 'description' shape``, then how many more: one line."""
+    listing = "; ".join(f"{s.key} {s.modality} {s.description!r} {s.shape}" for s in candidates[:limit])
+    more = len(candidates) - limit
+    return listing + (f"; and {more} more (medimg scan lists them all)" if more > 0 else "")
+
+
+def load_series(
+    series: Series,
+    *,
+    uneven: UnevenPolicy = "error",
+    tilt: TiltPolicy = "resample",
+    philips_scaling: PhilipsScaling = "precise",
+) -> Volume:
+    """Read one scanned :class:`Series` into a :class:`Volume`, applying the geometry and value policies of
+    :func:`load`."""
     where = series.files[0] if len(series.files) == 1 else os.path.dirname(series.files[0])
     blocking = [p for p in series.problems if p.blocking]
     resample_gaps = False
@@ -132,7 +161,10 @@ def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPol
         raise SeriesGeometryError(f"series {series.key}: gantry tilt and tilt='error'", where)
 
     meta = _meta(series)
-    data = read_frames(series.frames) if series.volumes is None else read_volumes(series.volumes)
+    frames, volumes, scaling = _value_rule(series, philips_scaling)
+    if scaling is not None:
+        meta["value_scaling"] = scaling
+    data = read_frames(frames) if volumes is None else read_volumes(volumes)
     g = series.geometry
     if g is None:  # a 2D image without patient geometry (X-ray, secondary capture)
         f = series.frames[0]
@@ -154,6 +186,31 @@ def load_series(series: Series, *, uneven: UnevenPolicy = "error", tilt: TiltPol
     if series.volumes is not None:
         meta["volumes"] = describe_volumes(series.volumes, affine)
     return Volume(array=data, affine=affine, meta=meta)
+
+
+def _value_rule(
+    series: Series, philips_scaling: PhilipsScaling
+) -> tuple[list[Frame], list[list[Frame]] | None, str | None]:
+    """The frames to read, with Philips' floating-point scale applied when asked and known, and the rule used
+    (None when the series is not a scaled Philips image)."""
+    volumes = series.volumes
+    frames = series.frames if volumes is None else [f for v in volumes for f in v]
+    if philips_scaling not in PHILIPS_SCALING_RULES:
+        raise MedimgError(f"philips_scaling must be one of {sorted(PHILIPS_SCALING_RULES)}, not {philips_scaling!r}")
+    if not frames or any(f.philips_scale is None for f in frames):
+        return series.frames, volumes, None
+    if philips_scaling == "display":
+        return series.frames, volumes, PHILIPS_SCALING_RULES["display"]
+
+    def precise(f: Frame) -> Frame:
+        assert f.philips_scale is not None
+        slope, intercept = philips_precise(f.slope, f.intercept, f.philips_scale)
+        return replace(f, slope=slope, intercept=intercept)
+
+    if volumes is None:
+        return [precise(f) for f in series.frames], None, PHILIPS_SCALING_RULES["precise"]
+    scaled = [[precise(f) for f in v] for v in volumes]
+    return scaled[0], scaled, PHILIPS_SCALING_RULES["precise"]
 
 
 def _per_volume(data: npt.NDArray[Any], fn: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> npt.NDArray[Any]:
@@ -208,6 +265,8 @@ def _meta(series: Series) -> dict[str, Any]:
         "problems": [p.as_dict() for p in series.problems],
         "dicom": dict(h.sidecar),
     }
+    if series.frames[0].part == "fieldmaphz":
+        meta["value_unit"] = "Hz"  # a scanner-computed B0 field map: off-resonance frequency, kept as float
     if series.geometry is not None and series.geometry.gaps.size:
         meta["slice_gaps_mm"] = np.round(series.geometry.gaps, 5).tolist()
     return meta

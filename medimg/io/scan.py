@@ -23,6 +23,9 @@ __all__ = ["ScanResult", "iter_files", "scan"]
 
 log = logging.getLogger(__name__)
 
+#: How many series keys an error names before it says how many more there are.
+LISTED_KEYS = 4
+
 
 @dataclass
 class ScanResult:
@@ -49,7 +52,10 @@ class ScanResult:
         matches = [s for s in self.series if key in (s.key, s.series_uid)]
         if len(matches) == 1:
             return matches[0]
-        known = ", ".join(s.key for s in self.series) or "none"
+        keys = [s.key for s in self.series]
+        known = ", ".join(keys[:LISTED_KEYS]) or "none"
+        if len(keys) > LISTED_KEYS:
+            known += f" and {len(keys) - LISTED_KEYS} more (medimg scan lists them all)"
         if not matches:
             raise SeriesSelectionError(f"no series {key!r} here; series found: {known}")
         raise SeriesSelectionError(f"series UID {key!r} has {len(matches)} parts; pick one of: {known}")

@@ -19,14 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 from pydicom.uid import ParametricMapStorage, SegmentationStorage
 
 from medimg.io.dicom_header import PATIENT_GEOMETRY_MODALITIES, FileHeader, Frame
 from medimg.io.dicom_pixels import decoder_problem
-from medimg.io.geometry import GAP_ABS_TOL, Problem, StackGeometry, analyse_stack, same_orientation
+from medimg.io.geometry import Problem, StackGeometry, analyse_stack, same_orientation
 from medimg.io.orientation import affine_axcodes, lps_to_ras_affine
 from medimg.io.sites import propose_site
+from medimg.io.volume_split import (
+    along,
+    assume_b0,
+    incomplete_volumes,
+    same_positions,
+    separate_derived,
+    split_duplicates,
+)
 
 __all__ = ["Series", "group_series"]
 
@@ -41,11 +48,13 @@ class Series:
     problems: list[Problem] = field(default_factory=list)
     geometry: StackGeometry | None = None
     volumes: list[list[Frame]] | None = None  # a 4D series: every volume's frames, each in slice order
+    derived: bool = False  # an isotropic/trace/ADC volume taken out of a diffusion series (written as _ADC)
 
     @property
     def key(self) -> str:
         """The identifier ``--series`` accepts: the UID, with ``#N`` appended for the N-th part of a split UID."""
-        return self.series_uid if self.part is None else f"{self.series_uid}#{self.part}"
+        uid = self.series_uid or "no-uid"
+        return uid if self.part is None else f"{uid}#{self.part}"
 
     @property
     def header(self) -> FileHeader:
@@ -140,95 +149,6 @@ def _cluster_orientations(frames: list[Frame]) -> list[list[Frame]]:
     return clusters
 
 
-#: Frame attributes that can tell the volumes of one series apart, tried in this order (see :class:`Frame`).
-VOLUME_ATTRIBUTES = ("temporal", "stack", "acquisition", "diffusion_key", "trigger", "acquisition_time", "path")
-
-
-def _volume_value(f: Frame, attr: str) -> Any:
-    if attr == "diffusion_key":
-        return None if f.diffusion is None else f.diffusion.key
-    if attr == "path":  # one mosaic file is one volume
-        return f.path if f.header.mosaic is not None else None
-    return getattr(f, attr)
-
-
-def _split_duplicates(frames: list[Frame]) -> list[list[Frame]]:
-    """Split a stack with duplicate positions by the first volume attribute that resolves it.
-
-    The parts come in acquisition order (Instance Number (0020,0013), then frame number, then the attribute).
-    """
-    if any(f.ipp is None or f.iop is None for f in frames) or _unique_positions(frames):
-        return [frames]
-    for attr in VOLUME_ATTRIBUTES:
-        values = {_volume_value(f, attr) for f in frames}
-        if len(values) < 2 or None in values:
-            continue
-        parts: dict[Any, list[Frame]] = defaultdict(list)
-        for f in frames:
-            parts[_volume_value(f, attr)].append(f)
-        if all(_unique_positions(p) for p in parts.values()):
-            return sorted(parts.values(), key=lambda p: _acquisition_order(p, attr))
-    return [frames]
-
-
-def _acquisition_order(part: list[Frame], attr: str) -> tuple[Any, ...]:
-    instances = [f.instance for f in part if f.instance is not None]
-    indices = [f.index for f in part if f.index is not None and f.header.mosaic is None]
-    value = _volume_value(part[0], attr)
-    return (
-        min(instances) if instances else 0,
-        min(indices) if indices else 0,
-        _natural(value if attr != "diffusion_key" else value[0]),
-    )
-
-
-def _same_positions(parts: list[list[Frame]]) -> bool | None:
-    """True if every part covers the same slice positions, None if they overlap but some lack slices, else False."""
-    normal = _normal(parts[0])
-    sets = [np.sort(_along(p, normal)) for p in parts]
-    if all(len(a) == len(sets[0]) and np.allclose(a, sets[0], atol=GAP_ABS_TOL) for a in sets):
-        return True
-    union = np.unique(np.round(np.concatenate(sets) / GAP_ABS_TOL))
-    if all(np.isin(np.round(a / GAP_ABS_TOL), union).all() for a in sets) and max(map(len, sets)) == len(union):
-        return None
-    return False
-
-
-def _incomplete_volumes(parts: list[list[Frame]]) -> Problem:
-    full = max(map(len, parts))
-    short = [(t, p) for t, p in enumerate(parts) if len(p) < full]
-    t, p = short[0]
-    return Problem(
-        "incomplete_4d",
-        f"4D series of {len(parts)} volumes of {full} slices, but volume {t + 1} has {len(p)} (first file "
-        f"{sorted(f.path for f in p)[0]}); {len(short)} volume(s) incomplete, refused",
-        True,
-    )
-
-
-def _natural(value: Any) -> tuple[int, float | str]:
-    try:
-        return (0, float(value))
-    except (TypeError, ValueError):
-        return (1, str(value))
-
-
-def _normal(frames: list[Frame]) -> npt.NDArray[np.float64]:
-    """The slice normal (row x column direction, not normalised) of the first frame's orientation."""
-    iop = frames[0].iop
-    assert iop is not None
-    return np.cross(iop[:3], iop[3:])
-
-
-def _along(frames: list[Frame], normal: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Each positioned frame's Image Position (Patient) projected on ``normal`` (mm), in frame order."""
-    return np.array([np.dot(f.ipp, normal) for f in frames if f.ipp is not None], dtype=float)
-
-
-def _unique_positions(frames: list[Frame]) -> bool:
-    return bool(np.all(np.diff(np.sort(_along(frames, _normal(frames)))) > GAP_ABS_TOL))
-
-
 _DIFFUSION_WORDS = re.compile(r"(?<![a-z])(dwi|dti|diff|adc|trace)", re.IGNORECASE)
 
 
@@ -245,9 +165,14 @@ DERIVED_SOP_CLASSES = {SEGMENTATION_STORAGE: "SEG", LABELMAP_SEGMENTATION_STORAG
 def group_series(headers: list[FileHeader]) -> list[Series]:
     """Group file headers into :class:`Series`, split them where needed and run the geometry QA on each.
 
-    DICOM SEG and Parametric Map objects (:data:`DERIVED_SOP_CLASSES`) are not image series and are left out.
+    Files are grouped by Series Instance UID (0020,000E) and Series Number (0020,0011) (one UID written with
+    several series numbers is several series, as dcm2niix reads it). Files whose UID is missing (an anonymiser
+    blanked it) are grouped the way dcm2niix does, by Study Instance UID, Series Number, Frame of Reference UID
+    (0020,0052) and modality, then split by size, spacing and orientation like any series: one scan stays one
+    volume. DICOM SEG and Parametric Map objects (:data:`DERIVED_SOP_CLASSES`) are not image series and are left
+    out.
     """
-    by_uid: dict[str, list[Frame]] = defaultdict(list)
+    groups: dict[tuple[str, ...], list[Frame]] = defaultdict(list)
     no_pixels: list[FileHeader] = []
     for h in headers:
         if h.is_dicomdir or h.sop_class in DERIVED_SOP_CLASSES:
@@ -255,26 +180,77 @@ def group_series(headers: list[FileHeader]) -> list[Series]:
         if not h.has_pixels:
             no_pixels.append(h)
             continue
-        by_uid[h.series_uid or f"no-uid:{h.path}"].extend(h.frames)
+        groups[_grouping_key(h)].extend(h.frames)
 
     result: list[Series] = []
-    for uid, frames in by_uid.items():
-        result.extend(_split_uid(uid, frames))
+    numbers_per_uid: dict[str, set[str]] = defaultdict(set)
+    for key in groups:
+        numbers_per_uid[key[0]].add(key[1])
+    for key, frames in groups.items():
+        parts = _split_uid(key[0], frames)
+        if not key[0]:
+            for s in parts:
+                s.problems.append(NO_UID_PROBLEM)
+        elif len(numbers_per_uid[key[0]]) > 1:
+            for s in parts:
+                s.problems.append(_number_split(len(numbers_per_uid[key[0]])))
+        result.extend(parts)
+    result.extend(_objects_without_pixels(no_pixels))
+    result.sort(key=lambda s: (s.header.series_number or 0, s.series_uid, s.part or 0))
+    _unique_parts(result)
+    return result
+
+
+#: What ``scan`` says of files grouped without a Series Instance UID.
+NO_UID_PROBLEM = Problem(
+    "no_series_uid",
+    "Series Instance UID (0020,000E) missing (anonymised export?): files grouped by Study UID, Series Number, "
+    "Frame of Reference, modality, size, spacing and orientation",
+    False,
+)
+
+
+def _grouping_key(h: FileHeader) -> tuple[str, ...]:
+    """(UID, Series Number) for a file with a UID; ("", Series Number, Study UID, Frame of Reference, modality)
+    for one without (the first item is the Series UID the resulting series carries)."""
+    number = "" if h.series_number is None else str(h.series_number)
+    if h.series_uid:
+        return (h.series_uid, number)
+    return ("", number, h.study_uid, h.frame_of_reference, h.modality)
+
+
+def _number_split(n: int) -> Problem:
+    return Problem("split", f"series UID written with {n} Series Numbers (0020,0011): one series per number", False)
+
+
+def _unique_parts(series: list[Series]) -> None:
+    """Number the parts of one UID 1..n across its series numbers (and across UID-less groups) so keys stay
+    unique; a UID that is one series keeps no part number."""
+    by_uid: dict[str, list[Series]] = defaultdict(list)
+    for s in series:
+        by_uid[s.series_uid].append(s)
+    for members in by_uid.values():
+        if len(members) > 1 and len({s.part for s in members}) < len(members):
+            for n, s in enumerate(members, start=1):
+                s.part = n
+
+
+def _objects_without_pixels(no_pixels: list[FileHeader]) -> list[Series]:
     objects: dict[str, list[Frame]] = defaultdict(list)
     for h in no_pixels:
         placeholder = Frame(
             header=h, index=None, rows=0, columns=0, iop=None, ipp=None, pixel_spacing=None, slope=1.0, intercept=0.0
         )
         objects[h.series_uid].append(placeholder)
+    out = []
     for uid, placeholders in objects.items():
         sop = placeholders[0].header.sop_class
         s = Series(uid, None, placeholders)
         s.problems.append(
             Problem("no_pixel_data", f"no image in these objects (SOP class {sop}; SR, RTSTRUCT, ...)", True)
         )
-        result.append(s)
-    result.sort(key=lambda s: (s.header.series_number or 0, s.series_uid, s.part or 0))
-    return result
+        out.append(s)
+    return out
 
 
 class FrameGroup(NamedTuple):
@@ -286,11 +262,22 @@ class FrameGroup(NamedTuple):
     pixel_spacing: tuple[float, ...] | None  # rounded to 1e-4 mm
     echo: str | None
     samples_per_pixel: int
+    part: str | None  # complex image component (None: magnitude), see medimg.io.dicom_header.image_part
 
     @classmethod
     def of(cls, f: Frame) -> FrameGroup:
         spacing = None if f.pixel_spacing is None else tuple(round(s, 4) for s in f.pixel_spacing)
-        return cls(f.header.localizer, f.rows, f.columns, spacing, f.echo, f.header.samples_per_pixel)
+        return cls(f.header.localizer, f.rows, f.columns, spacing, f.echo, f.header.samples_per_pixel, f.part)
+
+
+class _Stack(NamedTuple):
+    """One future :class:`Series` of a split UID."""
+
+    localizer: bool
+    frames: list[Frame]
+    problems: list[Problem]
+    volumes: list[list[Frame]] | None = None
+    derived: bool = False
 
 
 def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
@@ -307,8 +294,10 @@ def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
         reasons.append("several_echoes")
     if len({k.localizer for k in groups}) > 1:
         reasons.append("localizer_split")
+    if len({k.part for k in groups}) > 1:
+        reasons.append("image_parts")
 
-    stacks: list[tuple[bool, list[Frame], list[Problem], list[list[Frame]] | None]] = []
+    stacks: list[_Stack] = []
     for key, members in groups.items():
         localizer = key.localizer
         clusters = _cluster_orientations(members)
@@ -317,25 +306,16 @@ def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
                 if _orthogonal_planes(clusters):
                     localizer = True  # a 3-plane localizer without the LOCALIZER image type
                 else:
-                    stacks.append((localizer, members, [_non_parallel(len(clusters))], None))
+                    stacks.append(_Stack(localizer, members, [_non_parallel(len(clusters))]))
                     continue
             reasons.append("several_orientations")
         for c in clusters:
-            parts = _split_duplicates(c)
-            same = _same_positions(parts) if len(parts) > 1 else False
-            if same is True:
-                stacks.append((localizer, parts[0], [], parts))
-            elif same is None:
-                stacks.append((localizer, parts[0], [_incomplete_volumes(parts)], parts))
-            else:
-                if len(parts) > 1:
-                    reasons.append("several_acquisitions_or_phases")
-                stacks.extend((localizer, part, [], None) for part in parts)
+            stacks.extend(_volumes_of(localizer, c, reasons))
 
     split = len(stacks) > 1
     out: list[Series] = []
-    for n, (localizer, members, problems, volumes) in enumerate(stacks, start=1):
-        s = Series(uid, n if split else None, members, problems=problems, volumes=volumes)
+    for n, (localizer, members, problems, volumes, derived) in enumerate(stacks, start=1):
+        s = Series(uid, n if split else None, members, problems=problems, volumes=volumes, derived=derived)
         if split and reasons:
             s.problems.append(
                 Problem(
@@ -349,6 +329,58 @@ def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
         _check(s)
         out.append(s)
     return out
+
+
+def _volumes_of(localizer: bool, frames: list[Frame], reasons: list[str]) -> list[_Stack]:
+    """One orientation cluster as stacks: one 3D stack, the volumes of a 4D series (with any derived diffusion
+    volumes apart), or several 3D stacks whose positions differ (see :mod:`medimg.io.volume_split`)."""
+    parts, by = split_duplicates(frames)
+    if len(parts) < 2:
+        return [_Stack(localizer, parts[0], [])]
+    parts, derived = separate_derived(parts)
+    parts, n_b0 = assume_b0(parts)
+    stacks = [_Stack(localizer, d, [_derived_problem()], None, True) for d in derived]
+    notes = []
+    if by == "instance":
+        notes.append(_by_instance_problem(len(parts[0])))
+    if n_b0:
+        notes.append(_assumed_b0_problem(n_b0))
+    if len(parts) == 1:
+        return [_Stack(localizer, parts[0], notes), *stacks]
+    same = same_positions(parts)
+    if same is True:
+        return [_Stack(localizer, parts[0], notes, parts), *stacks]
+    if same is None:
+        return [_Stack(localizer, parts[0], [incomplete_volumes(parts), *notes], parts), *stacks]
+    reasons.append("several_acquisitions_or_phases")
+    return [*(_Stack(localizer, part, []) for part in parts), *stacks]
+
+
+def _derived_problem() -> Problem:
+    return Problem(
+        "derived_diffusion",
+        "an isotropic/trace/ADC image the scanner derived inside the diffusion series: written apart (_ADC), not "
+        "as a volume of the 4D",
+        False,
+    )
+
+
+def _by_instance_problem(n: int) -> Problem:
+    return Problem(
+        "volumes_by_instance",
+        f"no attribute tells the volumes apart: taken as chunks of {n} slices in Instance Number (0020,0013) "
+        "order, as the files' Locations in Acquisition (0021,104F) / Images in Acquisition (0020,1002) say",
+        False,
+    )
+
+
+def _assumed_b0_problem(n: int) -> Problem:
+    return Problem(
+        "assumed_b0",
+        f"{n} volume(s) without diffusion attributes among encoded ones taken as b=0 (Canon/Toshiba write "
+        "(0018,9087) only where a gradient is applied)",
+        False,
+    )
 
 
 def _orthogonal_planes(clusters: list[list[Frame]]) -> bool:
@@ -442,8 +474,8 @@ def _order_volumes(s: Series, geometry: StackGeometry) -> None:
     assert s.volumes is not None
     ordered = []
     for volume in s.volumes:
-        along = _along(volume, geometry.normal)  # every frame of a checked stack has a position
-        ordered.append([volume[i] for i in np.argsort(along, kind="stable")])
+        along_normal = along(volume, geometry.normal)  # every frame of a checked stack has a position
+        ordered.append([volume[i] for i in np.argsort(along_normal, kind="stable")])
     s.volumes = ordered
     s.frames = ordered[0]
     b = s.b_values

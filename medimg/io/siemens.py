@@ -28,6 +28,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from medimg.errors import DicomReadError
+from medimg.io.vendor_tags import private_value
 
 __all__ = [
     "MosaicLayout",
@@ -102,14 +103,6 @@ def csa_vector(csa: dict[str, Any] | None, name: str, n: int) -> tuple[float, ..
     return values
 
 
-def private_value(ds: Dataset, group: int, creator: str, offset: int) -> Any:
-    """The value of private element (group, xxOO) reserved by ``creator``, or None when absent."""
-    try:
-        return ds.private_block(group, creator)[offset].value
-    except (KeyError, ValueError):
-        return None
-
-
 def _tile_count(csa: dict[str, Any] | None, ds: Dataset) -> Any:
     n = csa_scalar(csa, "NumberOfImagesInMosaic")
     if n in (None, 0, ""):
@@ -141,37 +134,39 @@ def mosaic_layout(ds: Dataset, csa: dict[str, Any] | None, rows: int, columns: i
             path,
         )
     side = math.ceil(math.sqrt(n))
-    if rows % side or columns % side or n > side * side:
+    # The tiles are the mosaic divided by the tile grid, by integer division: a mosaic may carry a few padding
+    # pixels on its right and bottom (256 x 256 holding 7 x 7 tiles of 36), as dcm2niix reads it.
+    layout = MosaicLayout(n, side, rows // side, columns // side, rows, columns)
+    matrix = _acquired_matrix(csa)
+    fits = layout.tile_rows > 0 and layout.tile_columns > 0
+    too_small = matrix is not None and max(layout.tile_rows, layout.tile_columns) < max(matrix)
+    if not fits or (too_small and (rows % side or columns % side)):
         raise DicomReadError(
             f"Siemens mosaic of {rows} x {columns} pixels cannot hold {n} tiles in a {side} x {side} grid "
             "(CSA NumberOfImagesInMosaic contradicts Rows (0028,0010) / Columns (0028,0011)); refused",
             path,
         )
-    layout = MosaicLayout(n, side, rows // side, columns // side, rows, columns)
-    _check_matrix(csa, layout, path)
+    if too_small:
+        text = csa_scalar(csa, "AcquisitionMatrixText")
+        raise DicomReadError(
+            f"CSA AcquisitionMatrixText {text!r} does not match the {layout.tile_rows} x {layout.tile_columns} "
+            f"tiles that NumberOfImagesInMosaic = {n} implies for this {rows} x {columns} mosaic: the tiles would "
+            "be smaller than the acquired matrix; refused",
+            path,
+        )
     return layout
 
 
-def _check_matrix(csa: dict[str, Any], layout: MosaicLayout, path: str) -> None:
-    """Refuse a tile count whose tiles contradict CSA ``AcquisitionMatrixText`` (e.g. ``"128p*128"``: rows*columns).
+def _acquired_matrix(csa: dict[str, Any]) -> tuple[int, int] | None:
+    """CSA ``AcquisitionMatrixText`` (e.g. ``"128p*128"``, ``"45*90"``) as numbers: the *acquired* matrix.
 
-    A wrong count can still divide the image evenly (10 tiles of a 3 x 3 mosaic give a 4 x 4 grid of smaller tiles);
-    the acquisition matrix catches that. Interpolated matrices (tiles twice the matrix) are accepted.
+    It is not the tile size: partial Fourier and reduced phase resolution acquire fewer lines than the image
+    has (``45*90`` in 90 x 90 tiles), and interpolation doubles the image. What it does bound is the tile from
+    below: a reconstructed tile is never smaller than the larger acquired dimension (the readout), so a wrong
+    tile count, whose tiles come out smaller, is caught by it.
     """
-    text = str(csa_scalar(csa, "AcquisitionMatrixText") or "")
-    numbers = [int(n) for n in re.findall(r"\d+", text)]
-    if len(numbers) != 2:
-        return
-    tile = (layout.tile_rows, layout.tile_columns)
-    a, b = numbers
-    if tile in {(a, b), (b, a), (2 * a, 2 * b), (2 * b, 2 * a)}:
-        return
-    raise DicomReadError(
-        f"CSA AcquisitionMatrixText {text!r} does not match the {tile[0]} x {tile[1]} tiles that "
-        f"NumberOfImagesInMosaic = {layout.n_tiles} implies for this {layout.mosaic_rows} x {layout.mosaic_columns} "
-        "mosaic; refused",
-        path,
-    )
+    numbers = [int(v) for v in re.findall(r"\d+", str(csa_scalar(csa, "AcquisitionMatrixText") or ""))]
+    return (numbers[0], numbers[1]) if len(numbers) == 2 and min(numbers) > 0 else None
 
 
 def mosaic_slice_normal(iop: tuple[float, ...], csa: dict[str, Any] | None, path: str) -> npt.NDArray[np.float64]:
