@@ -45,6 +45,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         include_localizers=args.include_localizers,
         uneven=args.uneven,
         split_4d=args.split_4d,
+        philips_scaling=args.philips_scaling,
     )
     for path in report.written:
         print(f"wrote {path}")
@@ -252,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="uneven slice gaps: refuse (default) or interpolate onto a regular grid",
     )
     p.add_argument("--split-4d", action="store_true", help="write each volume of a 4D series as its own 3D file")
+    p.add_argument(
+        "--philips-scaling",
+        choices=("precise", "display"),
+        default="precise",
+        help="Philips MR values: floating-point FP = (SV*RS+RI)/(RS*SS) (default, as dcm2niix) or display SV*RS+RI",
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("segment", help="segment a DICOM folder or NIfTI with a trained checkpoint")

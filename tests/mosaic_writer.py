@@ -44,6 +44,8 @@ def write_mosaics(
     csa: bool = True,
     n_tiles_override: int | None = None,
     drop_tile: tuple[int, int] | None = None,
+    matrix_text: str | None = None,
+    pad: int = 0,
     seed: int = 0,
 ) -> list[Path]:
     """Write ``n_volumes`` mosaics of ``volume`` (volume t has ``t`` added to the voxels, so each is distinct).
@@ -53,6 +55,8 @@ def write_mosaics(
         csa: False leaves out the CSA image header (a badly anonymised file).
         n_tiles_override: write a wrong NumberOfImagesInMosaic.
         drop_tile: (volume, tile) to blank out of the CSA count -- that volume has one slice fewer.
+        matrix_text: CSA AcquisitionMatrixText instead of the tile size (e.g. partial Fourier ``"12*24"``).
+        pad: padding pixels on the mosaic's right and bottom (a mosaic larger than its tile grid).
     """
     folder.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(volume.array)
@@ -79,11 +83,12 @@ def write_mosaics(
             if drop_tile[1] == 0:
                 first = first + dz * csa_normal
         side = math.ceil(math.sqrt(n_tiles))
-        mosaic = np.zeros((side * nj, side * ni), dtype=np.int16)
+        mosaic = np.zeros((side * nj + pad, side * ni + pad), dtype=np.int16)
         for k, s in enumerate(slices):
             r, c = divmod(k, side)
             mosaic[r * nj : (r + 1) * nj, c * ni : (c + 1) * ni] = s.T
-        ipp = first - col_dir * dy * (side * nj - nj) / 2 - row_dir * dx * (side * ni - ni) / 2
+        rows, columns = mosaic.shape
+        ipp = first - col_dir * dy * (rows - nj) / 2 - row_dir * dx * (columns - ni) / 2
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -112,7 +117,7 @@ def write_mosaics(
         fields: dict[str, tuple[str, Sequence[str]]] = {
             "NumberOfImagesInMosaic": ("US", [str(n_tiles_override or n_tiles)]),
             "SliceNormalVector": ("FD", [f"{v:.8f}" for v in csa_normal]),
-            "AcquisitionMatrixText": ("SH", [f"{nj}p*{ni}"]),
+            "AcquisitionMatrixText": ("SH", [matrix_text or f"{nj}p*{ni}"]),
         }
         if diffusion:
             fields["B_value"] = ("IS", [f"{b_values[t]:g}"])

@@ -60,9 +60,23 @@ def _stem(series: Series) -> str:
     suffix += PART_SUFFIXES.get(first.part or "", "")
     if series.derived:
         suffix += "_ADC"
-    if series.part and not suffix:
+    if series.part and not suffix and _split_beyond_suffixes(series):
         suffix = f"_part{series.part}"
     return f"{number if number is not None else 0:03d}_{series.modality}_{desc}{suffix}"
+
+
+#: Reasons for a split UID that the echo / image-part suffixes already name.
+_NAMED_SPLITS = frozenset({"several_echoes", "image_parts"})
+
+
+def _split_beyond_suffixes(series: Series) -> bool:
+    """True when the series' UID was split for a reason its suffixes do not name (sizes, orientations,
+    acquisitions): then its part number goes into the name."""
+    for p in series.problems:
+        if p.code == "split":
+            reasons = set(re.findall(r"[a-z_]+", p.detail.partition("(")[2]))
+            return not reasons <= _NAMED_SPLITS
+    return False
 
 
 def _unique(stem: str, used: set[str]) -> str:
@@ -114,8 +128,9 @@ def convert(
 
     Each NIfTI gets a ``.json`` sidecar. Files are written atomically: a series that fails leaves nothing
     behind. Philips MR values are written as Philips' floating-point values unless ``philips_scaling="display"``
-    (the rule is in the sidecar's ``value_scaling``). Series that cannot be volumes are listed in ``report.refused`` with the reason; non-blocking problems
-    (an assumed spacing, a corrected tilt, a split UID) in ``report.notes`` and in the sidecar's ``Problems``.
+    (the rule is in the sidecar's ``value_scaling``). Series that cannot be volumes are listed in
+    ``report.refused`` with the reason; non-blocking problems (an assumed spacing, a corrected tilt, a split UID)
+    in ``report.notes`` and in the sidecar's ``Problems``.
     """
     found = scan(source)
     chosen = [found.find(series)] if series else list(found.series)

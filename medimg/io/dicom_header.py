@@ -31,8 +31,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, Med
 from medimg.errors import DicomReadError, NotDicomError
 from medimg.io.dicom_raw import get_value, open_dataset
 from medimg.io.diffusion import Diffusion, derived_diffusion_image, diffusion_from_dataset
-from medimg.io.ge import ge_image_part, ge_slices_per_volume, is_ge
-from medimg.io.philips import is_philips, philips_frame_scale_slope, philips_image_part, philips_scale_slope
+from medimg.io.image_kind import frame_part, image_part, slices_per_volume
+from medimg.io.philips import is_philips, philips_frame_scale_slope, philips_scale_slope
 from medimg.io.siemens import (
     MosaicLayout,
     csa_image_header,
@@ -348,61 +348,8 @@ def _file_header(path: str, ds: Dataset, ts: str, sop_class: str, offset: int | 
         columns=columns,
         study_uid=str(get_value(ds, "StudyInstanceUID") or ""),
         frame_of_reference=str(get_value(ds, "FrameOfReferenceUID") or ""),
-        slices_per_volume=_slices_per_volume(ds),
+        slices_per_volume=slices_per_volume(ds),
     )
-
-
-def _slices_per_volume(ds: Dataset) -> int | None:
-    """How many slices one volume of a classic multi-volume series has, where the files say so: GE's (0021,104F)
-    Locations in Acquisition, else Images in Acquisition (0020,1002). Only used when nothing else tells the
-    volumes apart (then they follow Instance Number order, as dcm2niix does)."""
-    if is_ge(ds):
-        found = ge_slices_per_volume(ds)
-        if found is not None:
-            return found
-    value = get_value(ds, "ImagesInAcquisition")
-    try:
-        n = int(value) if value is not None else 0
-    except (TypeError, ValueError):
-        return None
-    return n if n > 0 else None
-
-
-#: Complex image components as Image Type value 3 (0008,0008) and Complex Image Component (0008,9208) spell
-#: them (PS3.3 C.8.13.1.1.1, C.8.16.1), and the field-map words; magnitude is the default and has no part.
-IMAGE_PARTS = {
-    "P": "phase",
-    "PHASE": "phase",
-    "R": "real",
-    "REAL": "real",
-    "I": "imaginary",
-    "IMAGINARY": "imaginary",
-    "B0": "fieldmaphz",
-    "FIELD_MAP": "fieldmaphz",
-}
-
-
-def image_part(ds: Dataset, image_type: tuple[str, ...]) -> str | None:
-    """The complex image component of an image: None for magnitude, else ``phase``/``real``/``imaginary``, or
-    ``fieldmaphz`` for a scanner-computed B0 map.
-
-    Sources in order: Complex Image Component (0008,9208); GE's (0043,102F); Philips' (2005,1011); Image Type
-    value 3, whole (``P``) or as Philips' prefix (``P_FFE``); a ``B0``/``FIELD_MAP`` value anywhere in Image Type.
-    """
-    if any(v in {"B0", "FIELD_MAP"} for v in image_type):
-        return "fieldmaphz"
-    found: str | None = None
-    component = str(get_value(ds, "ComplexImageComponent") or "").upper()
-    if component and component != "MIXED":
-        found = "magnitude" if component == "MAGNITUDE" else IMAGE_PARTS.get(component)
-    if found is None and is_ge(ds):
-        found = ge_image_part(ds)
-    if found is None and is_philips(ds):
-        found = philips_image_part(ds)
-    if found is None and len(image_type) > 2:
-        value = image_type[2]
-        found = IMAGE_PARTS.get(value) or IMAGE_PARTS.get(value.split("_")[0] if "_" in value else "")
-    return None if found in (None, "magnitude") else found
 
 
 def _sidecar(ds: Dataset) -> dict[str, Any]:
@@ -573,25 +520,13 @@ def _enhanced_frame(header: FileHeader, i: int, fg: Dataset, shared: Dataset | N
         trigger=_str(cardiac.get("NominalCardiacTriggerDelayTime")) if cardiac else None,
         acquisition_time=_str(content.get("FrameAcquisitionDateTime")) if content else None,
         diffusion=_frame_diffusion(ds, fg, shared) if header.modality == "MR" else None,
-        part=_frame_part(ds, fg, shared, header) if header.modality == "MR" else None,
+        part=frame_part(
+            ds, _first(fg, "MRImageFrameTypeSequence") or _first(shared, "MRImageFrameTypeSequence"), header.image_type
+        )
+        if header.modality == "MR"
+        else None,
         philips_scale=philips_frame_scale_slope(fg) if is_philips(ds) and header.modality == "MR" else None,
     )
-
-
-def _frame_part(ds: Dataset, fg: Dataset, shared: Dataset | None, header: FileHeader) -> str | None:
-    """The complex image component of one enhanced frame: its MR Image Frame Type (0018,9226) Frame Type and
-    Complex Image Component (0008,9208), else the file's."""
-    frame_type = _first(fg, "MRImageFrameTypeSequence") or _first(shared, "MRImageFrameTypeSequence")
-    if frame_type is not None:
-        types = tuple(str(v).upper() for v in _multi(frame_type.get("FrameType")))
-        component = str(frame_type.get("ComplexImageComponent") or "").upper()
-        if "B0" in types or "FIELD_MAP" in types:
-            return "fieldmaphz"
-        if component and component not in {"MIXED", "MAGNITUDE"}:
-            return IMAGE_PARTS.get(component)
-        if component == "MAGNITUDE":
-            return None
-    return image_part(ds, header.image_type)
 
 
 def _frame_diffusion(ds: Dataset, fg: Dataset, shared: Dataset | None) -> Diffusion | None:

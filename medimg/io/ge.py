@@ -51,7 +51,10 @@ def ge_gradient_lps(ds: Dataset, iop: tuple[float, ...] | None) -> tuple[float, 
 
     With phase encoding along the columns (0018,1312 = ``COL``) the frequency axis is the row direction
     (the first three values of Image Orientation (Patient)) and the phase axis the column direction; with ``ROW``
-    they swap. The slice axis is row x column. None without orientation, for a zero vector (b=0) or when absent.
+    they swap. GE's in-plane axes point against the DICOM row and column directions and its slice axis along
+    row x column: LPS = -f x row - p x column + s x normal, the reading under which dcm2niix's ``geCorrectBvecs``
+    output (checked against it in the tests) and this agree in world space. None without orientation, for a zero
+    vector (b=0) or when absent.
     """
     parts = [private_numbers(ds, 0x0019, GEMS_ACQU, o) for o in _GRADIENT]
     if iop is None or any(p is None for p in parts):
@@ -61,7 +64,7 @@ def ge_gradient_lps(ds: Dataset, iop: tuple[float, ...] | None) -> tuple[float, 
     normal = np.cross(row, col)
     phase_along_rows = str(ds.get("InPlanePhaseEncodingDirection", "COL")).upper() == "ROW"
     freq_axis, phase_axis = (col, row) if phase_along_rows else (row, col)
-    v = freq * freq_axis + phase * phase_axis + slc * normal
+    v = -freq * freq_axis - phase * phase_axis + slc * normal
     norm = float(np.linalg.norm(v))
     if norm < 1e-6:
         return None

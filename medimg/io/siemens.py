@@ -221,8 +221,10 @@ def mosaic_tile_positions(
 
 
 def unpack_mosaic(image: npt.NDArray[Any], layout: MosaicLayout) -> npt.NDArray[Any]:
-    """(mosaic_rows, mosaic_columns[, samples]) -> (n_tiles, tile_rows, tile_columns[, samples]), tiles row by row."""
+    """(mosaic_rows, mosaic_columns[, samples]) -> (n_tiles, tile_rows, tile_columns[, samples]), tiles row by row
+    (padding pixels on the right and bottom of the tile grid are dropped)."""
     side, tr, tc = layout.tiles_per_side, layout.tile_rows, layout.tile_columns
     rest = image.shape[2:]
+    image = image[: side * tr, : side * tc]  # drop the padding beyond the tile grid
     blocks = image.reshape(side, tr, side, tc, *rest).swapaxes(1, 2).reshape(side * side, tr, tc, *rest)
     return blocks[: layout.n_tiles]
