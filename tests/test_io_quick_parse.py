@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 
 from medimg.data.samples import pydicom_file
 from medimg.errors import MedimgError
@@ -48,3 +49,26 @@ def test_quick_reader_agrees_on_written_series(phantom, tmp_path, monkeypatch):
     for p in write_series(phantom(shape=(8, 8, 3)), tmp_path, modality="CT", rescale=(1.0, -1024.0)):
         assert _describe(p, True, monkeypatch) == _describe(p, False, monkeypatch)
         assert dicom_raw.quick_parse(p.read_bytes()) is not None
+
+
+REALDICOM = Path(__file__).resolve().parents[2] / "shared" / "realdicom"
+
+
+@pytest.mark.skipif(not REALDICOM.is_dir(), reason=f"{REALDICOM} is absent (real scanner sample)")
+def test_quick_reader_agrees_on_real_scanner_files_with_sequences_and_long_headers(monkeypatch):
+    """Philips files carry undefined-length sequences and Toshiba's private header runs past 64 kB: the quick
+    reader takes both now, and must still agree with pydicom on every attribute medimg keeps."""
+    folders = sorted({p.parent for p in REALDICOM.rglob("*") if p.is_file() and p.suffix in ("", ".dcm")})
+    used_quick = checked = 0
+    for folder in folders:
+        for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("LICENSE", "README")))[
+            :3
+        ]:
+            assert _describe(path, True, monkeypatch) == _describe(path, False, monkeypatch), path
+            if not isinstance(_describe(path, True, monkeypatch), tuple):
+                continue  # not DICOM (a LICENSE file): both readers refuse it alike
+            if dicom_header.read_header(path).transfer_syntax != ExplicitVRLittleEndian:
+                continue  # other transfer syntaxes are pydicom's by design
+            checked += 1
+            used_quick += dicom_raw.quick_parse(path.read_bytes()[: 1 << 20]) is not None
+    assert checked >= 20 and used_quick == checked

@@ -32,6 +32,8 @@ _VR_CACHE: dict[int, str] = {}
 #: Read the common case (Part 10, Explicit VR Little Endian, defined lengths) with :func:`quick_parse`.
 QUICK_PARSE = True
 _QUICK_BYTES = 1 << 16
+_LONG_QUICK_BYTES = 1 << 20  # vendors' private headers (Toshiba: ~80 kB) before Pixel Data
+_LONG_HEADERS = [False]  # whether the last file needed the long read (files of one folder come alike)
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _PIXEL_DATA = 0x7FE00010
 _PIXEL_DATA_LE = b"\xe0\x7f\x10\x00"
@@ -102,9 +104,9 @@ def quick_parse(data: bytes) -> tuple[Dataset, int | None] | None:
     Hand-written because pydicom's reader spends most of a folder scan building element objects we never
     look at; this only cuts the byte stream into (tag, VR, value) records -- pydicom still converts every value
     that is read. Anything unusual returns None and the caller uses pydicom: another transfer syntax than
-    Explicit VR Little Endian, an undefined length (sequence or encapsulated data), a header longer than the
-    bytes given, or no Pixel Data element. ``tests/test_io_quick_parse.py`` checks that both readers agree on
-    every sample file.
+    Explicit VR Little Endian, an undefined length other than a sequence's (encapsulated data, a malformed
+    sequence), a header longer than the bytes given, or no Pixel Data element. ``tests/test_io_quick_parse.py``
+    checks that both readers agree on every sample file (and on the real scanner sample where present).
     """
     if len(data) < 144 or data[128:132] != b"DICM":
         return None
@@ -132,13 +134,76 @@ def quick_parse(data: bytes) -> tuple[Dataset, int | None] | None:
         else:
             (length,) = unpack("<H", data, pos + 6)
             header = 8
-        if length == 0xFFFFFFFF or pos + header + length > end or not vr.isalpha():
-            return None
         start = pos + header
+        if length == 0xFFFFFFFF and vr == b"SQ":
+            # An undefined-length sequence (Philips, Toshiba): find its delimiter and hand pydicom the items'
+            # bytes as a defined-length value (pydicom's SQ conversion reads items of either kind from it).
+            stop = _sequence_end(data, start)
+            if stop is None:
+                return None
+            length, after = stop - start, stop + 8
+        elif length == 0xFFFFFFFF or start + length > end or not vr.isalpha():
+            return None
+        else:
+            after = start + length
         target._dict[BaseTag(tag)] = RawDataElement(
             BaseTag(tag), vr.decode("ascii"), length, data[start : start + length], start, False, True
         )
-        pos = start + length
+        pos = after
+    return None
+
+
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+def _sequence_end(data: bytes, pos: int, depth: int = 0) -> int | None:
+    """Offset of the Sequence Delimitation Item (FFFE,E0DD) that closes the undefined-length sequence whose
+    items start at ``pos`` (Explicit VR Little Endian, items of defined or undefined length, nested sequences);
+    None when the bytes end first or the structure is not that."""
+    unpack, end = struct.unpack_from, len(data)
+    while pos + 8 <= end and depth < 8:
+        group, element, length = unpack("<HHI", data, pos)
+        tag = (group << 16) | element
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            return None
+        if length != 0xFFFFFFFF:
+            pos += 8 + length
+            continue
+        item_end = _item_end(data, pos + 8, depth + 1)
+        if item_end is None:
+            return None
+        pos = item_end + 8
+    return None
+
+
+def _item_end(data: bytes, pos: int, depth: int) -> int | None:
+    """Offset of the Item Delimitation Item (FFFE,E00D) closing an undefined-length item whose elements start
+    at ``pos``."""
+    unpack, end = struct.unpack_from, len(data)
+    while pos + 8 <= end:
+        group, element = unpack("<HH", data, pos)
+        if (group << 16) | element == _ITEM_END:
+            return pos
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                return None
+            (length,) = unpack("<I", data, pos + 8)
+            start = pos + 12
+        else:
+            (length,) = unpack("<H", data, pos + 6)
+            start = pos + 8
+        if length == 0xFFFFFFFF:
+            if vr != b"SQ":
+                return None
+            stop = _sequence_end(data, start, depth)
+            if stop is None:
+                return None
+            pos = stop + 8
+        else:
+            pos = start + length
     return None
 
 
@@ -151,7 +216,12 @@ def open_dataset(path: str) -> tuple[Dataset, int | None]:
     """
     try:
         with open(path, "rb") as fh:
-            quick = quick_parse(fh.read(_QUICK_BYTES)) if QUICK_PARSE else None
+            first = _QUICK_BYTES if not _LONG_HEADERS[0] else _LONG_QUICK_BYTES
+            quick = quick_parse(fh.read(first)) if QUICK_PARSE else None
+            if quick is None and QUICK_PARSE and fh.tell() == _QUICK_BYTES:  # a header longer than the first read
+                fh.seek(0)
+                quick = quick_parse(fh.read(_LONG_QUICK_BYTES))
+                _LONG_HEADERS[0] = quick is not None  # the next file of this folder likely needs it too
             if quick is not None:
                 return quick
             fh.seek(0)

@@ -14,17 +14,36 @@ import struct
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 __all__ = ["private_numbers", "private_text", "private_value"]
 
 
 def private_value(ds: Dataset, group: int, creator: str, offset: int) -> Any:
-    """The value of private element (group, xxOO) reserved by ``creator``, or None when absent."""
-    try:
-        value = ds.private_block(group, creator)[offset].value
-    except (KeyError, ValueError):
-        return None
-    return None if value is None or value == "" else value
+    """The value of private element (group, xxOO) reserved by ``creator``, or None when absent.
+
+    Looks the Private Creator elements (gggg,0010-00FF) up in the data set's element dict directly: pydicom's
+    ``private_block`` slices the whole data set on every call, which made it most of a GE folder scan.
+    """
+    elements = ds._dict
+    for block in range(0x10, 0x100):
+        elem = elements.get(BaseTag((group << 16) | block))
+        if elem is None:
+            continue
+        value = ds[BaseTag((group << 16) | block)].value
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if str(value).strip(" \0") != creator:
+            continue
+        tag = BaseTag((group << 16) | (block << 8) | offset)
+        if tag not in elements:
+            return None
+        try:
+            found = ds[tag].value
+        except (KeyError, ValueError, TypeError):
+            return None
+        return None if found is None or found == "" else found
+    return None
 
 
 def private_numbers(ds: Dataset, group: int, creator: str, offset: int, binary: str = "") -> list[float] | None:
