@@ -51,9 +51,11 @@ MONAI_STITCH = (
 import sys, torch, numpy as np
 torch.set_num_threads(int(sys.argv[4]))
 from medimg.io.volume import Volume
-from medimg.tasks.inference import load_task, prepare, to_input_grid
+from medimg.inference.model import model_from_task
+from medimg.inference.pipeline import to_input_grid
+from medimg.tasks.checkpoint import load_task
 task = load_task(sys.argv[1])
-original, data = prepare(task, sys.argv[2])
+original, data = model_from_task(task).prepare(sys.argv[2])
 with torch.no_grad():
     pred = torch.argmax(task.infer(data.unsqueeze(0)), dim=1).to(torch.float32)
 mask = to_input_grid(pred, data, original).astype(np.uint8)

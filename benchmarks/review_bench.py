@@ -25,7 +25,7 @@ from _report import race, update_section
 from medimg.data.phantoms import make_phantom_msd
 from medimg.explain.batch import explain_cases
 from medimg.review import open_session, read_worklist
-from medimg.review.session_view import SessionWidget
+from medimg.review.study.session_view import SessionWidget
 from medimg.tasks.lightning_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

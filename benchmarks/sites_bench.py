@@ -27,7 +27,7 @@ from tests_support import SMALL_FIT
 from medimg.data.datasets import read_msd
 from medimg.data.phantoms import make_two_site_phantom
 from medimg.tasks.adapt import adapt, list_images
-from medimg.tasks.inference import load_task
+from medimg.tasks.checkpoint import load_task
 from medimg.tasks.lightning_cli import run_cli
 from medimg.tasks.site_metrics import score_cases, site_table
 
@@ -49,7 +49,7 @@ def fit_args(epochs: int, seed: int) -> list[str]:
 
 def dice_by_site(task: object, root: Path) -> dict[str, float]:
     cases = [{**c, "label": c["image"].replace("imagesTs", "labelsTs")} for c in read_msd(root).test]
-    return {r["site"]: r["dice"] for r in site_table(score_cases(task, cases), ("dice", "hd95"))}
+    return {r["site"]: r["dice"] for r in site_table(score_cases(task, cases), ("dice", "hd95_mm"))}
 
 
 def one_seed(seed: int, epochs: int, work: Path) -> dict[str, float]:

@@ -23,11 +23,15 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medimg.io.atomic import atomic_write_text
 from medimg.io.volume import Volume
+
+if TYPE_CHECKING:
+    from medimg.inference.model import Model
 
 __all__ = ["DemoPaths", "ensure_demo_model", "run_demo"]
 
@@ -93,10 +97,13 @@ def run_demo(out: str | os.PathLike[str] = "outputs/demo") -> dict[str, object]:
     _build_task(paths)
     best = _train(paths)
     summary["checkpoint"] = str(best)
-    mask, seg = _segment(paths, best)
+    from medimg.inference.model import open_model
+
+    model = open_model(best, device="cpu")  # read and hashed once: mask, SEG, export and heatmap all use it
+    mask, seg = _segment(paths, model)
     summary.update(seg)
-    summary.update(_export(paths, best, mask))
-    summary.update(_explain(paths, best))
+    summary.update(_export(paths, model, mask))
+    summary.update(_explain(paths, model))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_text(paths.out / "summary.json", json.dumps(summary, indent=2))
     print(f"\ndemo done in {summary['seconds']} s; summary in {paths.out / 'summary.json'}")
@@ -166,45 +173,46 @@ def _train(paths: DemoPaths) -> Path:
     return sorted((run / "checkpoints").glob("best-*.ckpt"))[-1]
 
 
-def _segment(paths: DemoPaths, best: Path) -> tuple[Volume, dict[str, object]]:
+def _segment(paths: DemoPaths, model: Model) -> tuple[Volume, dict[str, object]]:
     """Step 6: segment the held-out DICOM series; Dice against its reference; NIfTI mask and DICOM SEG."""
     from medimg.io import load
-    from medimg.tasks.inference import segment
     from medimg.tasks.metrics import dice
 
-    _step(6, f"segmenting the held-out DICOM series with {best.name}")
+    assert model.path is not None
+    _step(6, f"segmenting the held-out DICOM series with {model.path.name}")
     mask_path = paths.case_file("_mask.nii.gz")
-    mask = segment(best, paths.dicom, mask_path, device="cpu")
+    mask = model.segment(paths.dicom, mask_path)
     score = dice(mask.array, load(paths.held_label).array)
     print(f"      Dice on the held-out case: {score:.4f}  (mask: {mask_path})")
-    seg_dcm = _write_seg(mask, paths.dicom, best, paths.case_file("_seg.dcm"))
+    seg_dcm = _write_seg(mask, paths.dicom, model, paths.case_file("_seg.dcm"))
     print(f"      DICOM SEG referencing the held-out series: {seg_dcm}")
     return mask, {"heldout_dice": round(score, 4), "mask": str(mask_path), "seg_dcm": str(seg_dcm)}
 
 
-def _export(paths: DemoPaths, best: Path, torch_mask: Volume) -> dict[str, object]:
+def _export(paths: DemoPaths, model: Model, torch_mask: Volume) -> dict[str, object]:
     """Step 7: export the model to ONNX with its recipe and segment the held-out series with ONNX Runtime."""
-    from medimg.export import export_checkpoint, load_exported
+    from medimg.export import export_checkpoint
+    from medimg.inference.model import open_model
     from medimg.tasks.metrics import dice
 
     _step(7, f"exporting the model to {paths.out / 'model.onnx'} and segmenting the held-out series with it")
-    report = export_checkpoint(best, paths.out / "model.onnx")
+    report = export_checkpoint(model, paths.out / "model.onnx")
     print(f"      {report.summary()}")
-    onnx_mask = load_exported(report.path).segment(paths.dicom, paths.case_file("_mask_onnx.nii.gz"))
+    onnx_mask = open_model(report.path).segment(paths.dicom, paths.case_file("_mask_onnx.nii.gz"))
     a, b = np.asarray(onnx_mask.array), np.asarray(torch_mask.array)
     agreement, same = dice(a, b), float((a == b).mean())
     print(f"      ONNX Runtime vs torch mask: Dice {agreement:.4f}, {same:.4%} of voxels identical")
     return {"onnx": str(report.path), "onnx_dice_vs_torch": round(agreement, 4), "onnx_voxels_same": same}
 
 
-def _explain(paths: DemoPaths, best: Path) -> dict[str, object]:
+def _explain(paths: DemoPaths, model: Model) -> dict[str, object]:
     """Step 8: HiResCAM of the held-out segmentation with its randomisation check; heatmaps; review page."""
     from medimg.explain.api import explain_case
     from medimg.io import load
     from medimg.review import FeedbackStore, export_report
 
     _step(8, "explaining the held-out segmentation (HiResCAM + randomisation check) and writing a review page")
-    ex = explain_case(best, paths.dicom, 1)
+    ex = explain_case(model, paths.dicom, 1)
     heat_path = ex.save(paths.case_file("_heatmap.nii.gz"))
     heat_dcm = ex.save(paths.case_file("_heatmap.dcm"))  # the same map as a DICOM Parametric Map
     print(f"      {ex.sanity}")
@@ -234,13 +242,11 @@ def _config(name: str) -> Path:
     raise ConfigError(f"configs/{name} not found; run the demo from the medimg repository")
 
 
-def _write_seg(mask: Volume, dicom_dir: Path, ckpt: Path, out: Path) -> Path:
+def _write_seg(mask: Volume, dicom_dir: Path, model: Model, out: Path) -> Path:
     """The held-out mask as a DICOM SEG of its DICOM series, classes named from the training dataset.json."""
     from medimg.io.seg import write_seg
-    from medimg.tasks.inference import algorithm_info, class_names, load_task
 
-    task = load_task(ckpt)
-    return write_seg(mask, dicom_dir, out, labels=class_names(task, ckpt), algorithm=algorithm_info(task, ckpt))
+    return write_seg(mask, dicom_dir, out, labels=model.class_names, algorithm=model.algorithm())
 
 
 def _write_mr_series(volume: Volume, folder: Path) -> None:

@@ -8,6 +8,7 @@ writes goes through ``dciodvfy`` (Debian ``dicom3tools``, installed with apt whe
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -440,7 +441,7 @@ def checkpoint(tmp_path_factory):
 
 def test_cli_segment_and_explain_write_dicom(checkpoint, tmp_path, dciodvfy, capsys):
     from medimg.cli import main
-    from medimg.tasks.inference import segment
+    from medimg.inference import segment
 
     source = _series(tmp_path, "oblique")
     nifti = load(source).save(tmp_path / "image.nii.gz")
@@ -515,3 +516,53 @@ def test_review_answers_leave_as_a_key_object_selection(checkpoint, tmp_path, dc
     text = next(item.TextValue for item in ko.ContentSequence if item.ValueType == "TEXT")
     assert "verdict partly; localisation 4/5" in text and "misses the lower pole" in text
     assert ko.PatientID == PATIENT_ID  # filed under the patient of the source study
+
+
+def _count_opens(monkeypatch, path):
+    """How many times ``path`` is opened (``open`` and ``io.open``: what torch.load and Path.read_bytes use)."""
+    import builtins
+    import io
+
+    real_open, opened = builtins.open, []
+
+    def counting(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == os.path.abspath(path):
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    monkeypatch.setattr(io, "open", counting)
+    return opened
+
+
+def test_segment_to_dicom_opens_the_checkpoint_once_and_scans_the_folder_once(checkpoint, tmp_path, monkeypatch):
+    import importlib
+
+    from medimg.cli import main
+
+    scan_module = importlib.import_module("medimg.io.scan")  # the module (medimg.io.scan is also the function)
+    source = _series(tmp_path, "axial")
+    scans = []
+    real_read_headers = scan_module.read_headers
+
+    def counting_read_headers(paths, workers=None):
+        scans.append(len(paths))
+        return real_read_headers(paths, workers)
+
+    monkeypatch.setattr(scan_module, "read_headers", counting_read_headers)
+    opened = _count_opens(monkeypatch, checkpoint)
+    assert main(["segment", str(checkpoint), str(source), str(tmp_path / "seg.dcm")]) == 0
+    assert len(opened) == 1, f"checkpoint opened {len(opened)} times"
+    assert len(scans) == 1, f"DICOM folder scanned {len(scans)} times"
+    assert (tmp_path / "seg.dcm").is_file()
+
+
+def test_explain_cases_reads_and_hashes_the_checkpoint_once_for_the_worklist(checkpoint, tmp_path, monkeypatch):
+    from medimg.explain.batch import explain_cases
+
+    image = load(_series(tmp_path, "axial"))
+    cases = [(f"case{k}", image.save(tmp_path / f"case{k}.nii.gz")) for k in range(3)]
+    opened = _count_opens(monkeypatch, checkpoint)
+    report = explain_cases(checkpoint, cases, tmp_path / "out", progress=False)
+    assert sorted(report.written) == ["case0", "case1", "case2"] and not report.failed
+    assert len(opened) == 1, f"checkpoint opened {len(opened)} times for 3 cases"

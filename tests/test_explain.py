@@ -51,10 +51,11 @@ def test_randomised_model_gives_a_different_map(trained):
     ckpt, data = trained
     from medimg.explain.sanity import randomisation_check
     from medimg.explain.segmentation import segmentation_cam
-    from medimg.tasks.inference import load_task, prepare
+    from medimg.inference.model import model_from_task
+    from medimg.tasks.checkpoint import load_task
 
     task = load_task(ckpt)
-    _, x = prepare(task, data / "imagesTs" / "Phantom_006.nii.gz")
+    _, x = model_from_task(task).prepare(data / "imagesTs" / "Phantom_006.nii.gz")
     x = x.unsqueeze(0)
     from medimg.explain import default_layer
 

@@ -15,7 +15,7 @@ from medimg.cli import main
 from medimg.data.phantoms import phantom_case
 from medimg.errors import ModelError
 from medimg.export import Recipe, export_checkpoint, export_network, load_exported
-from medimg.export.blending import sliding_window_labels
+from medimg.inference.blending import sliding_window_labels
 from medimg.io import Volume, load
 from medimg.models import create_backbone, segmentation_net
 from medimg.tasks.metrics import dice_per_class
@@ -114,7 +114,7 @@ def test_classifiers_export_and_classify(tmp_path, capsys, name, dims, size):
     assert main(["classify", str(report.path), str(image)]) == 0
     rows = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
     assert set(rows) == {"no disc", "disc"} and abs(sum(float(p) for p in rows.values()) - 1) < 1e-3
-    from medimg.export.pipeline import classification_input
+    from medimg.inference.pipeline import classification_input
 
     with torch.no_grad():
         expected = torch.softmax(net(classification_input(recipe, image)), 1)[0, 1].item()
@@ -122,10 +122,11 @@ def test_classifiers_export_and_classify(tmp_path, capsys, name, dims, size):
 
 
 def test_streamed_blending_gives_monai_sliding_window_labels(unet, case):
-    from medimg.tasks.inference import load_task, prepare
+    from medimg.inference.model import model_from_task
+    from medimg.tasks.checkpoint import load_task
 
     task = load_task(unet["ckpt"])
-    _, data = prepare(task, case["image"])
+    _, data = model_from_task(task).prepare(case["image"])
     for crop in [(slice(None),) * 3, (slice(0, 20), slice(0, 9), slice(0, 30))]:  # bigger and smaller than a ROI
         x = data.as_tensor()[(slice(None), *crop)]
         with torch.no_grad():
@@ -138,7 +139,7 @@ def test_streamed_blending_gives_monai_sliding_window_labels(unet, case):
 
 def test_segment_onnx_without_lightning_matches_the_checkpoint(unet, case, tmp_path):
     """medimg segment MODEL.onnx in a process where importing lightning / pytorch_lightning fails."""
-    from medimg.tasks.inference import segment
+    from medimg.inference import segment
 
     blocker = textwrap.dedent("""
         import sys

@@ -184,8 +184,8 @@ def test_segment_and_explain_refuse_a_4d_image_for_a_one_channel_model(phantom, 
     import torch
 
     from medimg.explain.api import explain_case
+    from medimg.inference import segment
     from medimg.tasks import SegmentationTask
-    from medimg.tasks.inference import segment
     from medimg.transforms.pipelines import Preprocessing
 
     write_mosaics(phantom(shape=(16, 18, 5)), tmp_path / "dwi", n_volumes=3, b_values=[0, 1000, 1000],

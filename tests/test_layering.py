@@ -3,11 +3,16 @@
 
 Rooms, lowest first (a module may import its own room and the ones below it, never above):
 
-    errors, _version -> io -> data, models, transforms -> tasks, plan, export -> explain, review, viz -> cli, demo
+    errors, _version -> io -> data, models, transforms, metrics -> inference -> tasks, plan, export
+    -> explain, review, viz -> cli, demo
 
-``plan`` reads data/models/transforms and nothing above, so it sits beside ``tasks``; ``export`` and ``tasks``
-share the inference pipeline, so they share a room. Every ``import`` statement counts, including the ones
-inside functions (a lazy upward import is still an upward dependency). A new sub-package must be placed here.
+``inference`` (a trained model as one object and the pipeline it runs, no Lightning) sits under everything that
+runs a model; ``plan`` reads data/models/transforms and nothing above, so it sits beside ``tasks``. ``metrics``
+needs only io (reading label files) and numpy/scipy, and validation in ``tasks`` scores with it, so it sits below.
+Every ``import``
+statement counts, including the ones inside functions (a lazy upward import is still an upward dependency). A new
+sub-package must be placed here. Rooms of one layer do not import each other either, except in the directions
+:data:`SIDEWAYS` names (so a loop like the old tasks <-> export cannot come back).
 """
 
 from __future__ import annotations
@@ -24,12 +29,25 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medimg"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "_version"}),
     frozenset({"io"}),
-    frozenset({"data", "models", "transforms"}),
+    frozenset({"data", "models", "transforms", "metrics"}),
+    frozenset({"inference"}),
     frozenset({"tasks", "plan", "export"}),
     frozenset({"explain", "review", "viz"}),
     frozenset({"cli", "demo", "__main__"}),
 )
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+
+#: The imports allowed between two rooms of one layer, as (importer, imported): one direction each, named.
+SIDEWAYS = frozenset(
+    {
+        ("data", "transforms"),  # data modules build their MONAI pipelines
+        ("export", "tasks"),  # a classification checkpoint is read through its LightningModule
+        ("review", "explain"),  # the reading session shows explanations
+        ("review", "viz"),  # ... drawn by viz
+        ("__main__", "cli"),
+        ("cli", "demo"),
+    }
+)
 
 #: Never imported by ``import medimg`` (nor, for the CLI, before a sub-command needs them).
 HEAVY = ("torch", "pytorch_lightning", "lightning", "monai", "matplotlib", "timm", "scipy", "pydicom", "numpy")
@@ -77,6 +95,8 @@ def upward_imports(package: Path = PACKAGE) -> list[str]:
                 problems.append(f"{where}: imports {module}, whose room is not placed in LAYERS")
             elif RANK[target] > RANK[room]:
                 problems.append(f"{where}: {room} imports {module} from a higher room ({target})")
+            elif RANK[target] == RANK[room] and target != room and (room, target) not in SIDEWAYS:
+                problems.append(f"{where}: {room} imports {module} from a room of its own layer ({target})")
     return problems
 
 

@@ -18,10 +18,10 @@ from medimg.cli import main
 from medimg.errors import ConfigError, ReviewError
 from medimg.explain.batch import case_dir, explain_cases, precomputed, save_explanation
 from medimg.review import CANNOT_ASSESS, SCHEMA_VERSION, Feedback, FeedbackStore, open_session, study_agreement
-from medimg.review.agreement import cohen_kappa
-from medimg.review.app import ENV_CASES, ENV_EXPLANATIONS, ENV_STORE, reading_app
-from medimg.review.session_view import SessionWidget
-from medimg.review.worklist import read_worklist, reader_order
+from medimg.review.study.agreement import cohen_kappa
+from medimg.review.study.app import ENV_CASES, ENV_EXPLANATIONS, ENV_STORE, reading_app
+from medimg.review.study.session_view import SessionWidget
+from medimg.review.study.worklist import read_worklist, reader_order
 
 SHA = "a" * 64
 

@@ -23,7 +23,7 @@ from medimg.data.datasets import kfold_split, leave_one_site_out, read_csv_manif
 from medimg.data.phantoms import make_phantom_msd, make_two_site_phantom
 from medimg.errors import ConfigError
 from medimg.io.sites import propose_site
-from medimg.tasks.inference import load_task
+from medimg.tasks.checkpoint import load_task
 from medimg.tasks.lightning_cli import run_cli
 from medimg.tasks.site_metrics import score_cases, site_table
 from medimg.transforms.pipelines import augmentation
@@ -64,7 +64,7 @@ def _held_out(root: Path) -> list[dict[str, str]]:
 
 def _dice_by_site(ckpt: Path | object, root: Path) -> dict[str, float]:
     task = load_task(ckpt) if isinstance(ckpt, Path) else ckpt
-    return {r["site"]: r["dice"] for r in site_table(score_cases(task, _held_out(root)), ("dice", "hd95"))}
+    return {r["site"]: r["dice"] for r in site_table(score_cases(task, _held_out(root)), ("dice", "hd95_mm"))}
 
 
 def test_per_site_table_shows_the_shift_and_what_recovers_it(two_sites, runs, tmp_path, capsys):

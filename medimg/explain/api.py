@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from medimg.errors import MedimgError
+from medimg.errors import MedimgError, ModelError
 from medimg.explain.sanity import SanityResult, randomisation_check
 from medimg.explain.segmentation import segmentation_cam
+from medimg.inference.model import Model, file_sha256
 from medimg.io.volume import Volume
-from medimg.tasks.inference import file_sha256
 
 __all__ = ["Explanation", "default_layer", "explain_case", "file_sha256", "volume_sha256"]
 
@@ -82,7 +82,7 @@ class Explanation:
 
 
 def explain_case(
-    ckpt: str | os.PathLike[str],
+    model: str | os.PathLike[str] | Model,
     image: str | os.PathLike[str],
     label: int = 1,
     *,
@@ -92,7 +92,8 @@ def explain_case(
     sanity_check: bool = True,
     device: str = "cpu",
 ) -> Explanation:
-    """Explain why the model in ``ckpt`` labelled voxels of ``image`` as ``label``.
+    """Explain why ``model`` (a :class:`~medimg.inference.Model`, or a checkpoint path opened once) labelled
+    voxels of ``image`` as ``label``.
 
     Args:
         method: ``hirescam`` (default: keeps *where* in the window the evidence is, which a region of a
@@ -105,20 +106,22 @@ def explain_case(
 
     The heatmap is in [0, 1] (``cam / max``), resampled (linear) onto the input's grid: same shape and affine.
     """
-    from medimg.tasks.inference import class_names, load_task, prepare
+    from medimg.inference.model import open_model
 
-    task = load_task(ckpt, device)
-    original, data = prepare(task, image)
-    layer = layer or default_layer(task.net)
+    opened = open_model(model, device=device)
+    if opened.module is None:
+        raise ModelError("explanations need the network's layers: pass the training checkpoint, not an export")
+    net = opened.module.eval()
+    original, data = opened.prepare(image)
+    layer = layer or default_layer(net)
     x = data.unsqueeze(0).to(device)
-    with torch.no_grad():
-        pred = task.infer(x).argmax(1).float()
+    pred = opened.infer(x).argmax(1).float()
     # The target is fixed once, from the trained model: the randomised copy in the sanity check must explain the
     # same voxels (Adebayo et al.), and this prediction need not be recomputed inside segmentation_cam.
     target = (pred == label).float().unsqueeze(1) if region is None else _resample_region(region, original, data)
-    compute = _map_of(task, x, layer, label, target.to(device), method)
-    cam = compute(task.net)
-    sanity = randomisation_check(task.net, layer, compute, original=cam) if sanity_check else None
+    compute = _map_of(opened, x, layer, label, target.to(device), method)
+    cam = compute(net)
+    sanity = randomisation_check(net, layer, compute, original=cam) if sanity_check else None
     heat_meta = {"method": method, "layer": layer, "label": label}
     img, heatmap, prediction = _on_input_grid(cam, pred, original, data, image, heat_meta)
     return Explanation(
@@ -128,10 +131,10 @@ def explain_case(
         label=label,
         method=method,
         layer=layer,
-        checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_sha256=opened.sha256,
         input_sha256=volume_sha256(img),
         sanity=sanity,
-        label_name=class_names(task, ckpt).get(label),
+        label_name=opened.class_names.get(label),
     )
 
 
@@ -146,10 +149,10 @@ def _resample_region(region: np.ndarray[Any, Any], original: Any, data: Any) -> 
 
 
 def _map_of(
-    task: Any, x: torch.Tensor, layer: str, label: int, target: torch.Tensor, method: str
+    model: Model, x: torch.Tensor, layer: str, label: int, target: torch.Tensor, method: str
 ) -> Callable[[torch.nn.Module], torch.Tensor]:
-    """The map of ``target`` (1, 1, X', Y', Z') for a given network, with the task's windows: (1, 1, X', Y', Z')."""
-    roi, overlap = tuple(task.hparams["roi_size"]), task.hparams["sw_overlap"]
+    """The map of ``target`` (1, 1, X', Y', Z') for a given network, with the model's windows: (1, 1, X', Y', Z')."""
+    roi, overlap = tuple(model.recipe.roi_size), model.recipe.overlap
 
     def compute(model: torch.nn.Module) -> torch.Tensor:
         return segmentation_cam(model, x, layer, label, target, method=method, roi_size=roi, overlap=overlap)
@@ -167,7 +170,7 @@ def _on_input_grid(
 ) -> tuple[Volume, Volume, Volume]:
     """Image, heatmap (linear, clipped to [0, 1]) and prediction (nearest) as Volumes on the input's grid, from
     the (1, 1, X', Y', Z') map and (1, X', Y', Z') labels on the model's grid."""
-    from medimg.tasks.inference import to_input_grid
+    from medimg.inference.pipeline import to_input_grid
 
     affine = np.asarray(original.affine, dtype=np.float64)
     heat = to_input_grid(cam[0], data, original, mode="bilinear").clip(0, 1).astype(np.float32)

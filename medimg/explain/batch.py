@@ -130,9 +130,10 @@ def explain_cases(
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     from medimg.explain.api import explain_case
-    from medimg.tasks.inference import file_sha256
+    from medimg.inference.model import open_model
 
-    sha = file_sha256(ckpt)
+    model = open_model(ckpt, device=device)  # read and hashed once for the whole worklist
+    sha = model.sha256
     report = BatchReport()
     todo = list(cases)
     for case_id, image in tqdm(todo, desc="explain", unit="case", disable=not progress):
@@ -141,7 +142,7 @@ def explain_cases(
             report.reused.append(case_id)
             continue
         try:
-            ex = explain_case(ckpt, image, label, method=method, layer=layer, device=device)
+            ex = explain_case(model, image, label, method=method, layer=layer, device=device)
         except MedimgError as exc:
             report.failed[case_id] = str(exc)
             log.warning("explain: %s failed: %s", case_id, exc)

@@ -1,7 +1,7 @@
 """Exported models: ``medimg export`` (ONNX, ``torch.export`` ``.pt2``) and running them without Lightning.
 
-``medimg.export`` itself imports nothing heavy; :mod:`~medimg.export.runtime` and
-:mod:`~medimg.export.pipeline` need torch and MONAI but never Lightning, :mod:`~medimg.export.exporter` loads
+``medimg.export`` itself imports nothing heavy; :mod:`~medimg.inference.runtime` and
+:mod:`~medimg.inference.pipeline` need torch and MONAI but never Lightning, :mod:`~medimg.export.exporter` loads
 checkpoints and so does.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from medimg.export.recipe import RECIPE_KEY, Recipe
+from medimg.inference.recipe import RECIPE_KEY, Recipe
 
 __all__ = ["RECIPE_KEY", "ExportReport", "Recipe", "export_checkpoint", "export_network", "load_exported"]
 
@@ -18,12 +18,12 @@ _LAZY = {
     "ExportReport": "medimg.export.exporter",
     "export_checkpoint": "medimg.export.exporter",
     "export_network": "medimg.export.exporter",
-    "load_exported": "medimg.export.runtime",
+    "load_exported": "medimg.inference.runtime",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from medimg.export.exporter import ExportReport, export_checkpoint, export_network
-    from medimg.export.runtime import load_exported
+    from medimg.inference.runtime import load_exported
 
 
 def __getattr__(name: str) -> Any:

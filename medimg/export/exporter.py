@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from medimg.errors import MedimgError, ModelError
-from medimg.export.recipe import RECIPE_KEY, Recipe
+from medimg.inference.model import Model, model_from_checkpoint
+from medimg.inference.recipe import RECIPE_KEY, Recipe
 from medimg.io.atomic import atomic_path
 
 __all__ = ["FORMATS", "REFUSED_NETS", "TOLERANCE", "ExportReport", "export_checkpoint", "export_network"]
@@ -126,7 +127,7 @@ def export_network(
         ModelError: a net that cannot be traced (:data:`REFUSED_NETS`), or an export whose logits differ from
             ``net``'s by more than :data:`TOLERANCE` (the figures are in the message; nothing is written).
     """
-    from medimg.export.runtime import load_exported
+    from medimg.inference.runtime import load_exported
 
     if recipe.net in REFUSED_NETS:
         raise ModelError(REFUSED_NETS[recipe.net])
@@ -161,14 +162,14 @@ def export_network(
     return ExportReport(out, fmt, precision, diffs, tolerance, time.perf_counter() - t0)
 
 
-def _checkpoint_kind(ckpt: Path) -> tuple[str, dict[str, Any]]:
-    """``("segmentation" | "classification", checkpoint dict)``, or refuse a file that is not a medimg one."""
+def _checkpoint_kind(ckpt: Path, raw: bytes) -> tuple[str, dict[str, Any]]:
+    """``("segmentation" | "classification", checkpoint dict)`` of the checkpoint's bytes ``raw``, or refuse a
+    file that is not a medimg one."""
+    import io
     import pickle
 
-    if not ckpt.is_file():
-        raise ModelError("checkpoint not found", ckpt)
     try:
-        data = torch.load(ckpt, map_location="cpu", weights_only=True)
+        data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelError(f"not a PyTorch checkpoint ({type(exc).__name__})", ckpt) from exc
     hp = data.get("hyper_parameters") if isinstance(data, dict) else None
@@ -186,10 +187,11 @@ def _checkpoint_kind(ckpt: Path) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _classification(ckpt: Path, data: dict[str, Any]) -> tuple[nn.Module, Recipe]:
+def _classification(ckpt: Path, data: dict[str, Any], raw: bytes, digest: str) -> tuple[nn.Module, Recipe]:
+    import io
+
     from medimg._version import __version__
     from medimg.tasks.classification import ClassificationTask
-    from medimg.tasks.inference import file_sha256
 
     hp = data["hyper_parameters"]
     dm = data.get("datamodule_hyper_parameters") or {}
@@ -200,7 +202,7 @@ def _classification(ckpt: Path, data: dict[str, Any]) -> tuple[nn.Module, Recipe
             ckpt,
         )
     try:
-        task = ClassificationTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+        task = ClassificationTask.load_from_checkpoint(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # Lightning/torch raise many kinds for a wrong or damaged file
         raise ModelError(f"cannot load checkpoint ({type(exc).__name__}: {exc})", ckpt) from exc
     recipe = Recipe(
@@ -208,7 +210,7 @@ def _classification(ckpt: Path, data: dict[str, Any]) -> tuple[nn.Module, Recipe
         net=str(hp["backbone_name"]),
         in_channels=int(hp.get("in_channels", 1)),
         num_classes=int(hp.get("num_classes", 2)),
-        checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_sha256=digest,
         medimg_version=__version__,
         spatial_dims=int(hp.get("spatial_dims", 2)),
         image_size=tuple(int(s) for s in dm["image_size"]),
@@ -219,24 +221,34 @@ def _classification(ckpt: Path, data: dict[str, Any]) -> tuple[nn.Module, Recipe
 
 
 def export_checkpoint(
-    ckpt: str | os.PathLike[str],
+    ckpt: str | os.PathLike[str] | Model,
     out: str | os.PathLike[str],
     *,
     fmt: Format = "onnx",
     opset: int | None = None,
     precision: Precision = "fp32",
 ) -> ExportReport:
-    """Export a :class:`~medimg.tasks.SegmentationTask` or :class:`~medimg.tasks.ClassificationTask` checkpoint
-    with its recipe (see :func:`export_network`)."""
-    path = Path(ckpt)
-    kind, data = _checkpoint_kind(path)
-    if kind == "segmentation":
-        from medimg.tasks.inference import load_task, task_recipe
+    """Export a segmentation :class:`~medimg.inference.Model` (opened by the caller), or a
+    :class:`~medimg.tasks.SegmentationTask` / :class:`~medimg.tasks.ClassificationTask` checkpoint, with its
+    recipe (see :func:`export_network`). A checkpoint file is read once."""
+    import hashlib
 
+    if isinstance(ckpt, Model):
+        if ckpt.module is None:
+            raise ModelError("an exported model is exported already; export its training checkpoint", ckpt.path)
+        return export_network(ckpt.module, ckpt.recipe, out, fmt=fmt, opset=opset, precision=precision)
+    path = Path(ckpt)
+    if not path.is_file():
+        raise ModelError("checkpoint not found", path)
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    kind, data = _checkpoint_kind(path, raw)
+    if kind == "segmentation":
         if data["hyper_parameters"].get("net") in REFUSED_NETS:  # before loading the weights
             raise ModelError(REFUSED_NETS[data["hyper_parameters"]["net"]], path)
-        task = load_task(path)
-        net, recipe = task.net, task_recipe(task, path)
+        model = model_from_checkpoint(data, path, digest, torch.device("cpu"))
+        assert model.module is not None
+        net, recipe = model.module, model.recipe
     else:
-        net, recipe = _classification(path, data)
+        net, recipe = _classification(path, data, raw, digest)
     return export_network(net, recipe, out, fmt=fmt, opset=opset, precision=precision)

@@ -1,13 +1,13 @@
 """The radiologist's review: viewer + feedback form (JupyterLab), reading sessions over a worklist (also as a
 Voila page), SQLite feedback store, agreement between readers, HTML/CSV report."""
 
-from medimg.review.agreement import StudyAgreement, study_agreement
-from medimg.review.reading import ReadingSession, open_session
 from medimg.review.report import export_report
-from medimg.review.session_view import SessionWidget, session
 from medimg.review.store import CANNOT_ASSESS, SCHEMA_VERSION, VERDICTS, Feedback, FeedbackStore
+from medimg.review.study.agreement import StudyAgreement, study_agreement
+from medimg.review.study.reading import ReadingSession, open_session
+from medimg.review.study.session_view import SessionWidget, session
+from medimg.review.study.worklist import ReadingCase, SkippedCase, Worklist, read_worklist
 from medimg.review.viewer import ReviewWidget, review
-from medimg.review.worklist import ReadingCase, SkippedCase, Worklist, read_worklist
 
 __all__ = [
     "CANNOT_ASSESS",

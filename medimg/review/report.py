@@ -1,6 +1,6 @@
 """A self-contained HTML review report (images embedded) and the CSV of the answers.
 
-With a store, the report opens with the study summary (:mod:`medimg.review.study_report`): answers per reader,
+With a store, the report opens with the study summary (:mod:`medimg.review.study.study_report`): answers per reader,
 agreement with bootstrap intervals, the verdict table with disagreements first, and the skipped cases.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from medimg.explain.api import Explanation
 from medimg.io.atomic import atomic_write_text
 from medimg.review.store import Feedback, FeedbackStore
-from medimg.review.worklist import SkippedCase
+from medimg.review.study.worklist import SkippedCase
 from medimg.viz import figure_png, render_planes
 
 __all__ = ["export_report"]
@@ -52,7 +52,7 @@ def export_report(
     answers = _answers_of(store, [case_id for case_id, _ in cases])
     parts = _head(title)
     if store is not None:
-        from medimg.review.study_report import study_html
+        from medimg.review.study.study_report import study_html
 
         parts += study_html([a for case in answers.values() for a in case], [c for c, _ in cases], skipped)
     for case_id, ex in cases:

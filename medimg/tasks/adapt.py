@@ -289,7 +289,7 @@ def adapt(
     when its channel count or its modality is not the model's. The task is changed even when the proxy got
     worse: the caller decides (see :func:`adapt_checkpoint`).
     """
-    from medimg.tasks.inference import prepare
+    from medimg.inference.model import model_from_task
     from medimg.transforms.pipelines import Preprocessing
 
     if method not in ADAPT_METHODS:
@@ -301,8 +301,9 @@ def adapt(
         )
     trained = Preprocessing.from_dict(task.hparams["preprocessing"]).modality
     volumes = []
+    model = model_from_task(task)
     for path in images:
-        original, data = prepare(task, path)
+        original, data = model.prepare(path)
         check_modality(trained, path, original)
         volumes.append(torch.as_tensor(data).float())
     task.eval()
@@ -341,16 +342,19 @@ def adapt_checkpoint(
 
     The written checkpoint is the input checkpoint with the adapted weights and an ``"adaptation"`` list (every
     adaptation it went through: method, image names, their digest, windows, the proxy before and after, the
-    SHA-256 of the checkpoint it started from); :func:`medimg.tasks.inference.load_task` loads it as any other.
+    SHA-256 of the checkpoint it started from); :func:`medimg.inference.open_model` opens it as any other. The
+    checkpoint file is read once.
     """
+    import io
+
     from medimg.io.atomic import atomic_path
-    from medimg.tasks.inference import file_sha256, load_task
+    from medimg.tasks.checkpoint import load_task_bytes
 
     images = list_images(images_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    task = load_task(ckpt, dev)
+    task, raw, digest = load_task_bytes(ckpt, dev)
     report = adapt(task, images, method, **kwargs)
-    report.source_checkpoint_sha256 = file_sha256(ckpt)
+    report.source_checkpoint_sha256 = digest
     if not report.improved:
         why = (
             "flip agreement fell"
@@ -362,7 +366,7 @@ def adapt_checkpoint(
             f"(before: {report.before}; after: {report.after}); {out} not written",
             images_dir,
         )
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in task.state_dict().items()}
     checkpoint["adaptation"] = [*checkpoint.get("adaptation", []), report.as_record()]
     with atomic_path(out) as tmp:

@@ -77,7 +77,7 @@ class SourceSlices:
     def frames_from_volume(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """(i, j, k) array -> (frames, rows, columns) in the source's frame order, C-contiguous (the writers walk
         it frame by frame; a strided view would make every frame a gather). A Fortran-ordered array in slice
-        order -- what :func:`medimg.tasks.inference.segment` returns -- is that already and is not copied."""
+        order -- what :func:`medimg.inference.segment` returns -- is that already and is not copied."""
         view = np.transpose(array, (2, 1, 0))
         if view.flags.c_contiguous and self.frame_of_slice == list(range(len(self.frame_of_slice))):
             return view

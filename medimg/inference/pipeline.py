@@ -1,6 +1,6 @@
 """The inference pipeline around a network, without Lightning: load, preprocess, windows, blend, back to the
-input grid, write. Shared by ``medimg segment`` with a checkpoint (:mod:`medimg.tasks.inference`) and with an
-exported model (:mod:`medimg.export.runtime`), so both give the same masks.
+input grid, write. Shared by ``medimg segment`` with a checkpoint (:mod:`medimg.inference.model`) and with an
+exported model (:mod:`medimg.inference.runtime`), so both give the same masks.
 
 Nothing here imports Lightning (``medimg.tasks`` does, on import of the package): an edge install that runs
 exported models needs torch, MONAI, onnxruntime and medimg's readers only.
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from medimg.errors import MedimgError, ModelError
-from medimg.export.blending import Predictor, sliding_window_labels
-from medimg.export.recipe import Recipe
+from medimg.inference.blending import Predictor, sliding_window_labels
+from medimg.inference.recipe import Recipe
 from medimg.io.volume import Volume
 
 if TYPE_CHECKING:
@@ -53,11 +53,22 @@ def refuse_channels(expected: int, got: int, image: str | os.PathLike[str]) -> N
         )
 
 
-def load_image(image: str | os.PathLike[str], in_channels: int) -> Any:
-    """The image as a channel-first MetaTensor (medimg's checked DICOM/NIfTI reader), channels checked."""
-    from medimg.transforms.pipelines import LoadVolumed
+def load_image(image: str | os.PathLike[str], in_channels: int, volume: Volume | None = None) -> Any:
+    """The image as a channel-first MetaTensor (medimg's checked DICOM/NIfTI reader), channels checked.
 
-    original = LoadVolumed(["image"])({"image": image})["image"]
+    ``volume``: the image already loaded (from a series scanned for another purpose: the folder is not read twice).
+    """
+    if volume is None:
+        from medimg.transforms.pipelines import LoadVolumed
+
+        original = LoadVolumed(["image"])({"image": image})["image"]
+    else:
+        from monai.data import MetaTensor
+
+        array = np.asarray(volume.array, dtype=np.float32)
+        stacked = array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+        meta = {"filename_or_obj": str(image), "original_affine": volume.affine, "spatial_shape": volume.shape[:3]}
+        original = MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(volume.affine), meta=meta)
     refuse_channels(in_channels, int(original.shape[0]), image)
     return original
 
@@ -119,12 +130,15 @@ def segment_with(
     """
     if recipe.task != "segmentation" or recipe.preprocessing is None:
         raise MedimgError(f"the model is a {recipe.task} model; use medimg classify", image)
-    source = None
+    source, loaded = None, None
     if output is not None and Path(output).name.lower().endswith(".dcm"):
+        from medimg.io.load import load_series
         from medimg.io.seg import source_slices
 
         source = source_slices(image)  # fail before inference: NIfTI input, resampled or mixed series
-    original = load_image(image, recipe.in_channels)
+        loaded = load_series(source.series)  # the series just scanned: the folder is scanned once
+    original = load_image(image, recipe.in_channels, loaded)
+    del loaded
     affine, shape = np.asarray(original.affine, dtype=np.float64), tuple(int(s) for s in original.shape[1:])
     data = preprocess(original, recipe.preprocessing, copy=False)
     del original  # only its grid is needed from here on: one volume less at the peak

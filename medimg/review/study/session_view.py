@@ -1,7 +1,7 @@
 """The reading session as a widget: "case 12 of 40", previous / next / first unanswered, and the case's viewer.
 
 ``session(cases, checkpoint, store=..., reader=...)`` is the one call for a notebook; the Voila page
-(:mod:`medimg.review.app`) shows the same widget after asking the reader's name. A case that cannot be
+(:mod:`medimg.review.study.app`) shows the same widget after asking the reader's name. A case that cannot be
 opened is reported in the page (no traceback) and listed as skipped in the report.
 """
 
@@ -12,10 +12,10 @@ import os
 from typing import Any
 
 from medimg.errors import MedimgError
-from medimg.review.reading import ReadingSession, open_session
 from medimg.review.store import FeedbackStore
+from medimg.review.study.reading import ReadingSession, open_session
+from medimg.review.study.worklist import Worklist
 from medimg.review.viewer import ReviewWidget
-from medimg.review.worklist import Worklist
 
 __all__ = ["SessionWidget", "session"]
 

@@ -1,7 +1,7 @@
 """A reading session: one reader, a worklist of cases in that reader's blinded order, answers in the store.
 
 :class:`ReadingSession` is the state without any widget (which case, which answers, where to resume), so it can
-be tested and timed on its own; :mod:`medimg.review.session_view` draws it (``medimg.review.session(...)``).
+be tested and timed on its own; :mod:`medimg.review.study.session_view` draws it (``medimg.review.session(...)``).
 Explanations come from a precomputed folder (``medimg explain --cases ... --out-dir DIR``), else are computed
 on demand with the checkpoint and kept in memory for the rest of the sitting.
 
@@ -17,7 +17,7 @@ from medimg.errors import MedimgError, ReviewError
 from medimg.explain.api import Explanation
 from medimg.io.volume import Volume
 from medimg.review.store import Feedback, FeedbackStore
-from medimg.review.worklist import ReadingCase, SkippedCase, Worklist, check_reader, read_worklist
+from medimg.review.study.worklist import ReadingCase, SkippedCase, Worklist, check_reader, read_worklist
 
 __all__ = ["ExplanationSource", "ReadingSession", "mni_reading_set", "open_session"]
 
@@ -47,7 +47,7 @@ class ExplanationSource:
     @property
     def checkpoint_sha256(self) -> str | None:
         if self._sha is None and self.checkpoint is not None:
-            from medimg.tasks.inference import file_sha256
+            from medimg.inference.model import file_sha256
 
             self._sha = file_sha256(self.checkpoint)
         return self._sha

@@ -1,8 +1,8 @@
 """Run an exported model (``.onnx`` with ONNX Runtime, ``.pt2`` with ``torch.export``) without the training stack.
 
-:func:`load_exported` reads the model and the :class:`~medimg.export.Recipe` it carries and gives a
+:func:`load_exported` reads the model and the :class:`~medimg.inference.Recipe` it carries and gives a
 :class:`ExportedModel`, whose :meth:`~ExportedModel.segment` runs the same pipeline as ``medimg segment`` with a
-checkpoint (:func:`medimg.export.pipeline.segment_with`) and whose :meth:`~ExportedModel.classify` gives class
+checkpoint (:func:`medimg.inference.pipeline.segment_with`) and whose :meth:`~ExportedModel.classify` gives class
 probabilities. Nothing here imports Lightning.
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from medimg.errors import ModelError
-from medimg.export.blending import Predictor
-from medimg.export.pipeline import CPU_WINDOWS, classification_input, segment_with
-from medimg.export.recipe import RECIPE_KEY, Recipe
+from medimg.inference.blending import Predictor
+from medimg.inference.pipeline import CPU_WINDOWS, classification_input, segment_with
+from medimg.inference.recipe import RECIPE_KEY, Recipe
 from medimg.io.volume import Volume
 
 __all__ = ["ExportedModel", "load_exported", "onnx_session"]
@@ -43,7 +43,7 @@ class ExportedModel:
     def segment(
         self, image: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *, progress: bool = False
     ) -> Volume:
-        """Label map of ``image`` on its own voxel grid (see :func:`medimg.tasks.inference.segment`)."""
+        """Label map of ``image`` on its own voxel grid (see :func:`medimg.inference.segment`)."""
         windows = None if self.on_gpu else CPU_WINDOWS
         return segment_with(self.predictor, self.recipe, image, output, windows_per_call=windows, progress=progress)
 

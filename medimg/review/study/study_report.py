@@ -9,9 +9,9 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-from medimg.review.agreement import StudyAgreement, study_agreement
 from medimg.review.store import VERDICTS, Feedback
-from medimg.review.worklist import SkippedCase
+from medimg.review.study.agreement import StudyAgreement, study_agreement
+from medimg.review.study.worklist import SkippedCase
 
 __all__ = ["study_html"]
 

@@ -48,7 +48,7 @@ def _settings(env: Mapping[str, str], demo_model: DemoModel | None) -> dict[str,
     if not cases:
         if demo_model is None:
             raise ReviewError(f"no cases to read: set {ENV_CASES} (and {ENV_CHECKPOINT}) before starting the page")
-        from medimg.review.reading import mni_reading_set
+        from medimg.review.study.reading import mni_reading_set
 
         demo = _workspace() / "outputs" / "demo"
         cases, ckpt = str(mni_reading_set(demo / "reading_set")), ckpt or str(demo_model(demo)["checkpoint"])
@@ -76,8 +76,8 @@ def reading_app(env: Mapping[str, str] | None = None, demo_model: DemoModel | No
     )  # fmt: skip
 
     def begin(_button: object) -> None:
-        from medimg.review.session_view import session
-        from medimg.review.worklist import check_reader
+        from medimg.review.study.session_view import session
+        from medimg.review.study.worklist import check_reader
 
         start.disabled = True
         try:
