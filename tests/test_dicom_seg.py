@@ -566,3 +566,28 @@ def test_explain_cases_reads_and_hashes_the_checkpoint_once_for_the_worklist(che
     report = explain_cases(checkpoint, cases, tmp_path / "out", progress=False)
     assert sorted(report.written) == ["case0", "case1", "case2"] and not report.failed
     assert len(opened) == 1, f"checkpoint opened {len(opened)} times for 3 cases"
+
+
+def test_segment_reports_every_stage_with_the_network_counted_apart(checkpoint, tmp_path, capsys):
+    import json
+
+    from medimg.cli import main
+    from medimg.inference import open_model
+    from medimg.inference.timings import STAGES
+
+    source = _series(tmp_path, "axial")
+    volume = open_model(checkpoint, device="cpu").segment(source)
+    t = volume.meta["timings"]
+    assert set(t["seconds"]) == set(STAGES) and all(v >= 0 for v in t["seconds"].values())
+    assert t["seconds"]["network"] > 0 and t["network_calls"] >= 1 and t["network_voxels_per_s"] > 0
+    assert t["total_s"] == pytest.approx(sum(t["seconds"].values()), abs=1e-3)
+    assert (
+        main(
+            ["segment", str(checkpoint), str(source), str(tmp_path / "m.nii.gz"), "--timings", str(tmp_path / "t.json")]
+        )
+        == 0
+    )
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("timings (s):")]
+    assert len(line) == 1 and "network" in line[0] and "peak RSS" in line[0]
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert record["seconds"]["load"] > 0 and record["peak_rss_bytes"] > 0

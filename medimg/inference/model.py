@@ -31,6 +31,7 @@ from medimg.errors import MedimgError, ModelError
 from medimg.inference.blending import Predictor
 from medimg.inference.pipeline import CPU_WINDOWS, load_image, preprocess, seg_algorithm, segment_with
 from medimg.inference.recipe import Recipe
+from medimg.inference.timings import Timings
 from medimg.io.volume import Volume
 
 if TYPE_CHECKING:
@@ -108,14 +109,24 @@ class Model:
         *,
         precision: str = "32",
         progress: bool = False,
+        timings: Timings | None = None,
     ) -> Volume:
         """Label map of ``image`` on its own voxel grid (see :func:`medimg.inference.pipeline.segment_with`);
-        ``output`` ``.nii.gz`` or ``.dcm`` (DICOM SEG of a DICOM input) is written atomically."""
+        ``output`` ``.nii.gz`` or ``.dcm`` (DICOM SEG of a DICOM input) is written atomically. The stages' times
+        go into ``timings`` and ``meta["timings"]`` of the result (:mod:`medimg.inference.timings`)."""
         windows = None if self.on_gpu else CPU_WINDOWS
         device = _device_of(self.module)
+        t = timings if timings is not None else Timings(device=str(device))
         with _autocast(precision, device):
             return segment_with(
-                self.predictor, self.recipe, image, output, device=device, windows_per_call=windows, progress=progress
+                self.predictor,
+                self.recipe,
+                image,
+                output,
+                device=device,
+                windows_per_call=windows,
+                progress=progress,
+                timings=t,
             )
 
     def classify(self, image: str | os.PathLike[str]) -> dict[str, float]:

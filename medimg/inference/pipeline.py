@@ -18,6 +18,7 @@ import torch
 from medimg.errors import MedimgError, ModelError
 from medimg.inference.blending import Predictor, sliding_window_labels
 from medimg.inference.recipe import Recipe
+from medimg.inference.timings import Timings
 from medimg.io.volume import Volume
 
 if TYPE_CHECKING:
@@ -121,53 +122,64 @@ def segment_with(
     device: torch.device | None = None,
     windows_per_call: int | None = None,
     progress: bool = False,
+    timings: Timings | None = None,
 ) -> Volume:
     """Segment ``image`` with a network call and its recipe; the mask is on the input's voxel grid.
 
     ``output`` ``.nii.gz`` is written atomically; ``.dcm`` writes a DICOM SEG referencing the DICOM input
     (refused before inference for a NIfTI input). The predictor runs under ``torch.no_grad``, on
     ``windows_per_call`` windows at a time (default: the recipe's ``sw_batch_size``; see :data:`CPU_WINDOWS`).
+    Each stage's time goes into ``timings`` (see :mod:`medimg.inference.timings`).
     """
+    t = timings if timings is not None else Timings(device=str(device or "cpu"))
     if recipe.task != "segmentation" or recipe.preprocessing is None:
         raise MedimgError(f"the model is a {recipe.task} model; use medimg classify", image)
     source, loaded = None, None
-    if output is not None and Path(output).name.lower().endswith(".dcm"):
-        from medimg.io.load import load_series
-        from medimg.io.seg import source_slices
+    with t.stage("load"):
+        if output is not None and Path(output).name.lower().endswith(".dcm"):
+            from medimg.io.load import load_series
+            from medimg.io.seg import source_slices
 
-        source = source_slices(image)  # fail before inference: NIfTI input, resampled or mixed series
-        loaded = load_series(source.series)  # the series just scanned: the folder is scanned once
-    original = load_image(image, recipe.in_channels, loaded)
-    del loaded
+            source = source_slices(image)  # fail before inference: NIfTI input, resampled or mixed series
+            loaded = load_series(source.series)  # the series just scanned: the folder is scanned once
+        original = load_image(image, recipe.in_channels, loaded)
+        del loaded
     affine, shape = np.asarray(original.affine, dtype=np.float64), tuple(int(s) for s in original.shape[1:])
-    data = preprocess(original, recipe.preprocessing, copy=False)
-    del original  # only its grid is needed from here on: one volume less at the peak
-    x = data.as_tensor() if hasattr(data, "as_tensor") else torch.as_tensor(data)
-    with torch.no_grad():
+    with t.stage("preprocess"):
+        data = preprocess(original, recipe.preprocessing, copy=False)
+        del original  # only its grid is needed from here on: one volume less at the peak
+        x = data.as_tensor() if hasattr(data, "as_tensor") else torch.as_tensor(data)
+    with t.stage("blending"), torch.no_grad():  # the network's share is counted apart and taken out below
+        network_before = t.seconds["network"]
         pred = sliding_window_labels(
             x.to(device or torch.device("cpu")),
-            predictor,
+            t.timed(predictor),
             recipe.roi_size,
             sw_batch_size=windows_per_call or recipe.sw_batch_size,
             overlap=recipe.overlap,
             progress=progress,
         )
+    t.seconds["blending"] -= t.seconds["network"] - network_before
     from monai.data import MetaTensor
 
-    meta = {k: v for k, v in dict(data.meta).items() if k != "affine"}
-    grid = MetaTensor(torch.zeros(1), affine=data.affine, meta=meta)  # the grid, not its voxels
-    del x, data
-    # Fortran order: slice k is one contiguous block, so a DICOM SEG is written without a transposed copy
-    mask = resample_to(pred[None], grid, affine, shape, mode="nearest").astype(np.uint8, order="F")
-    volume = Volume(mask, affine, {"modality": "SEG", "source": str(image)})
-    if source is not None and output is not None:
-        from medimg.io.seg import write_seg
+    with t.stage("back"):
+        meta = {k: v for k, v in dict(data.meta).items() if k != "affine"}
+        grid = MetaTensor(torch.zeros(1), affine=data.affine, meta=meta)  # the grid, not its voxels
+        del x, data
+        # Fortran order: slice k is one contiguous block, so a DICOM SEG is written without a transposed copy
+        mask = resample_to(pred[None], grid, affine, shape, mode="nearest").astype(np.uint8, order="F")
+        volume = Volume(mask, affine, {"modality": "SEG", "source": str(image)})
+    with t.stage("write"):
+        if source is not None and output is not None:
+            from medimg.io.seg import write_seg
 
-        algorithm = seg_algorithm(recipe.net, recipe.medimg_version, recipe.checkpoint_sha256)
-        names = {0: "background", **{k: f"class {k}" for k in range(1, recipe.num_classes)}, **recipe.class_names}
-        write_seg(volume, source, output, labels=names, algorithm=algorithm)
-    elif output is not None:
-        volume.save(output)
+            algorithm = seg_algorithm(recipe.net, recipe.medimg_version, recipe.checkpoint_sha256)
+            names = {0: "background", **{k: f"class {k}" for k in range(1, recipe.num_classes)}, **recipe.class_names}
+            write_seg(volume, source, output, labels=names, algorithm=algorithm)
+        elif output is not None:
+            volume.save(output)
+    t.finish()
+    volume.meta["timings"] = t.as_dict()
     return volume
 
 
