@@ -59,7 +59,7 @@ review: $(STAMP)
 	$(BIN)/voila notebooks/review-app.ipynb --no-browser --Voila.ip=127.0.0.1 --port=$(REVIEW_PORT) --token="$$token"
 
 bench: $(STAMP)
-	for b in io models train explain dicom_seg plan review export sites; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
+	for b in io models train explain dicom_seg plan review export sites metrics; do $(BIN)/python benchmarks/$${b}_bench.py --update-md || exit 1; done
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

@@ -130,18 +130,17 @@ def _plan_for_fit(argv: list[str]) -> list[str]:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    if args.ckpt.lower().endswith((".onnx", ".pt2")):  # an exported model: no Lightning imported on this path
-        from medimg.export.runtime import load_exported
+    from medimg.inference.model import open_model  # no Lightning on this path, checkpoint or export
+    from medimg.inference.timings import Timings
 
-        vol = load_exported(args.ckpt, threads=args.threads).segment(args.input, args.output, progress=True)
-    else:
-        from medimg.tasks.inference import segment
-
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        vol = segment(args.ckpt, args.input, args.output, precision=args.precision, device=args.device, progress=True)
+    timings = Timings()
+    with timings.stage("load"):  # opening the model counts as loading
+        model = open_model(args.ckpt, device=args.device, threads=args.threads)
+    timings.device = "cuda" if model.on_gpu else "cpu"
+    vol = model.segment(args.input, args.output, precision=args.precision, progress=True, timings=timings)
+    print(timings.summary())
+    if args.timings:
+        timings.save(args.timings)
     import numpy as np
 
     values, counts = np.unique(vol.array, return_counts=True)
@@ -159,9 +158,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from medimg.export.runtime import load_exported
+    from medimg.inference.model import open_model
 
-    probs = load_exported(args.model, threads=args.threads).classify(args.input)
+    probs = open_model(args.model, threads=args.threads).classify(args.input)
     for name, p in probs.items():
         print(f"{name}\t{p:.4f}")
     return 0
@@ -170,7 +169,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _cmd_explain_cases(args: argparse.Namespace) -> int:
     """``--cases``: every case of a worklist into ``--out-dir`` (resumable), for reading sessions."""
     from medimg.explain.batch import explain_cases
-    from medimg.review.worklist import read_worklist
+    from medimg.review.study.worklist import read_worklist
 
     worklist = read_worklist(args.cases)
     for skipped in worklist.skipped:
@@ -230,6 +229,61 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from medimg.metrics.evaluate import evaluate_folders, write_csv
+    from medimg.metrics.summary import summary_text
+
+    result = evaluate_folders(
+        args.pred,
+        args.labels,
+        nsd_tolerance_mm=_nsd_tolerances(args.nsd_tolerance),
+        lesion_classes=args.lesion_classes or (),
+    )
+    print(summary_text(result.summary, result.counts))
+    for note in sorted({str(r["note"]) for r in result.rows if r["note"]}):
+        print(f"note: {note}")
+    if result.missing_predictions:
+        ids = ", ".join(result.missing_predictions)
+        print(f"{len(result.missing_predictions)} label(s) without a prediction, not scored: {ids}")
+    if result.missing_labels:
+        ids = ", ".join(result.missing_labels)
+        print(f"{len(result.missing_labels)} prediction(s) without a label, not scored: {ids}")
+    if args.out:
+        out = write_csv(result.rows, args.out)
+        beside = out.with_name(f"{out.name.removesuffix('.csv')}_summary.csv")
+        counts = {c["class"]: c for c in result.counts}  # each summary row with its class's status counts
+        summary = write_csv([{**r, **counts[r["class"]]} for r in result.summary], beside)
+        print(f"wrote {out} and {summary}")
+    return 0
+
+
+def _nsd_tolerances(values: list[str] | None) -> float | dict[int, float]:
+    """``--nsd-tolerance 2`` (mm, every class) or ``--nsd-tolerance 1=2 2=1.5`` (class=mm)."""
+    from medimg.errors import ConfigError
+    from medimg.metrics import DEFAULT_NSD_TOLERANCE_MM
+
+    if not values:
+        return DEFAULT_NSD_TOLERANCE_MM
+    try:
+        if len(values) == 1 and "=" not in values[0]:
+            return float(values[0])
+        return {int(c): float(mm) for c, mm in (v.split("=", 1) for v in values)}
+    except ValueError:
+        raise ConfigError(f"--nsd-tolerance takes MM or CLASS=MM ..., not {' '.join(values)}") from None
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("evaluate", help="score predictions against labels per case and class, distances in mm")
+    p.add_argument("pred", help="folder of predicted label maps (.nii/.nii.gz, DICOM SEG .dcm), named like the labels")
+    p.add_argument("labels", help="folder of reference label maps; scores are computed on each label's grid")
+    p.add_argument("--out", help="per-case per-class CSV to write (the summary goes beside it as *_summary.csv)")
+    p.add_argument(
+        "--nsd-tolerance", nargs="+", metavar="MM", help="NSD tolerance in mm, or CLASS=MM per class (default 2)"
+    )
+    p.add_argument("--lesion-classes", nargs="+", type=int, default=[], help="classes scored lesion-wise too")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medimg", description="Medical imaging research workspace.")
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
@@ -270,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="32", choices=("32", "bf16-mixed", "16-mixed"))
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (torch or onnxruntime)")
+    p.add_argument("--timings", default=None, help="write the stage timings (seconds, voxel rate, peak RSS) as JSON")
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("export", help="export a checkpoint with its preprocessing to ONNX or torch.export (.pt2)")
@@ -299,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", help="also write a three-plane PNG into this folder")
     p.add_argument("--cases", help="instead of --input: a worklist (folder, dataset.json or CSV case_id,image[,label])")
     p.add_argument("--out-dir", help="with --cases: folder of precomputed explanations (resumable) for `session`")
+    # the names of medimg.explain.methods.EXPLAIN_METHODS, spelled here so that `medimg --help` imports no torch
+    # (tests/test_explain.py holds the two equal)
     p.add_argument("--method", default="hirescam", choices=("hirescam", "gradcam", "gradcampp", "occlusion"))
     p.add_argument("--layer", help="target layer (default: the last convolution before the output block)")
     p.set_defaults(func=_cmd_explain)
@@ -313,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--device", choices=("cpu", "cuda"), help="plan for this device (default: a GPU if any)")
     p.add_argument("--time-budget", help="training time, e.g. 2h, 90m, 00:02:00:00 (default: 1h CPU, 24h GPU)")
     p.set_defaults(func=_cmd_plan)
+
+    _add_evaluate_parser(sub)
 
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)

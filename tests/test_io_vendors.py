@@ -81,6 +81,7 @@ def _write_volumes(
             seed=t,
             extra={"Manufacturer": manufacturer, **(extra or {})},
         )
+
         def edit(ds: pydicom.Dataset, _: int, t: int = t) -> None:
             k = int(ds.InstanceNumber) - 1
             ds.InstanceNumber = t * shape[2] + k + 1

@@ -9,10 +9,9 @@ Rooms, lowest first (a module may import its own room and the ones below it, nev
 ``inference`` (a trained model as one object and the pipeline it runs, no Lightning) sits under everything that
 runs a model; ``plan`` reads data/models/transforms and nothing above, so it sits beside ``tasks``. ``metrics``
 needs only io (reading label files) and numpy/scipy, and validation in ``tasks`` scores with it, so it sits below.
-Every ``import``
-statement counts, including the ones inside functions (a lazy upward import is still an upward dependency). A new
-sub-package must be placed here. Rooms of one layer do not import each other either, except in the directions
-:data:`SIDEWAYS` names (so a loop like the old tasks <-> export cannot come back).
+Every ``import`` statement counts, including the ones inside functions (a lazy upward import is still an upward
+dependency). A new sub-package must be placed here. Rooms of one layer do not import each other either, except in
+the directions :data:`SIDEWAYS` names (so a loop like the old tasks <-> export cannot come back).
 """
 
 from __future__ import annotations

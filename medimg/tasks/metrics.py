@@ -1,5 +1,6 @@
 """Overlap scores of label maps held as arrays: the one `dice` the demo, the notebooks, the benchmarks and the
-tests share. Training and validation use MONAI's `DiceMetric` on tensors; these are for finished masks on disk."""
+tests share. Validation and ``medimg evaluate`` score with :mod:`medimg.metrics` (distances in mm, the empty-mask
+policy); these are quick checks of finished masks."""
 
 from __future__ import annotations
 

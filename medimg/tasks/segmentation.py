@@ -13,10 +13,20 @@ import pytorch_lightning as pl
 import torch
 
 from medimg.errors import MedimgError
+from medimg.metrics import DEFAULT_NSD_TOLERANCE_MM, VALIDATION_METRICS
 from medimg.models import eval_mode
 from medimg.models.segmentation import segmentation_net
 from medimg.tasks.optim import adamw_cosine
-from medimg.tasks.site_metrics import SiteRows, metric_key, site_gap, site_table, write_site_report
+from medimg.tasks.site_metrics import (
+    NO_SITE,
+    SiteRows,
+    grid_spacings,
+    metric_key,
+    score_batch,
+    site_gap,
+    site_table,
+    write_site_report,
+)
 
 __all__ = ["NonFiniteLossError", "SegmentationTask"]
 
@@ -45,11 +55,20 @@ class SegmentationTask(pl.LightningModule):
             ``medimg segment`` must repeat.
         labels: class names by value, filled in from the data module the same way (a constructor argument so
             that ``medimg validate --ckpt_path`` and ``load_from_checkpoint`` take them back).
+        nsd_tolerance_mm: the tolerance of the logged NSD (surface Dice), in mm.
 
-    When the batches carry a ``site`` (the data's ``site`` column / field), validation and test also report Dice
-    and HD95 per site and class (``val/site_<S>/dice_class<c>``), the gap between the best and the worst site
-    (``val/site_gap_dice``, ``val/site_gap_hd95``), and write ``per_site_val.csv`` / ``per_site_val.png`` (one
-    line per site) into the run's log folder. HD95 is in voxels of the preprocessed grid, as ``val/hd95_class<c>``.
+    Validation and test score every case with :mod:`medimg.metrics`, one entry of
+    :data:`~medimg.metrics.VALIDATION_METRICS` each: per class ``val/dice_class<c>``, ``val/hd95_mm_class<c>``
+    and ``val/nsd_class<c>``, and ``val/dice`` (the mean over classes). They are computed on the **preprocessed
+    grid** the network sees (the data module's ``spacing``, default 1.5 x 1.5 x 2.0 mm, or the plan's; read from
+    the image's affine), in mm, with medimg's empty-mask policy: a missed class has HD95 = the image diagonal, so
+    the mean gets worse when the model misses, never better (MONAI's ``HausdorffDistanceMetric`` gives NaN there,
+    which its mean drops). ``medimg evaluate`` scores on the label's own grid instead.
+
+    When the batches carry a ``site`` (the data's ``site`` column / field), validation and test also report each
+    metric per site and class (``val/site_<S>/dice_class<c>``), the gap between the best and the worst site
+    (``val/site_gap_dice``, ``val/site_gap_hd95_mm``, ``val/site_gap_nsd``), and write ``per_site_val.csv`` /
+    ``per_site_val.png`` (one line per site) into the run's log folder.
     """
 
     #: the metric that picks the best checkpoint, and its direction
@@ -70,6 +89,7 @@ class SegmentationTask(pl.LightningModule):
         max_nonfinite: int = 10,
         preprocessing: dict[str, Any] | None = None,
         labels: dict[int, str] | None = None,
+        nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -80,16 +100,13 @@ class SegmentationTask(pl.LightningModule):
             kwargs["deep_supervision"] = True
         self.net = segmentation_net(net, in_channels=in_channels, out_channels=num_classes, **kwargs)
         from monai.losses import DeepSupervisionLoss, DiceCELoss
-        from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
         self.loss_fn: torch.nn.Module = DiceCELoss(to_onehot_y=True, softmax=True)
         if deep_supervision:
             self.loss_fn = DeepSupervisionLoss(self.loss_fn)
-        self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
-        self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean_batch")
         self._nonfinite_in_a_row = 0
         self._skip_step = False
-        self._site_rows = SiteRows()
+        self._site_rows = SiteRows()  # every validation / test case's scores, with its site (or NO_SITE)
         self._site_history: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
 
     @property
@@ -190,20 +207,17 @@ class SegmentationTask(pl.LightningModule):
         optimizer.step(closure=lambda: result)
 
     def _evaluate(self, batch: dict[str, Any]) -> torch.Tensor:
-        from monai.networks.utils import one_hot
-
         x, y = batch["image"], batch["label"]
         logits = self.infer(x)
         loss = self.compute_loss(logits, y)
-        k = self.hp.num_classes
-        pred = one_hot(torch.argmax(logits, dim=1, keepdim=True), num_classes=k)
-        truth = one_hot(y.long(), num_classes=k)
-        # (N, classes - 1): this batch's cases, also kept by the metric for the epoch's mean
-        dice = torch.as_tensor(self.dice(pred, truth))
-        hd95 = torch.as_tensor(self.hd95(pred, truth))
-        if "site" in batch:
-            sites = batch["site"]
-            self._site_rows.add([sites] if isinstance(sites, str) else list(sites), {"dice": dice, "hd95": hd95})
+        n = x.shape[0]
+        prep = self.hparams.get("preprocessing") or {}
+        spacings = grid_spacings(x, n, prep.get("spacing"))
+        pred, truth = torch.argmax(logits, dim=1), y[:, 0].long()
+        # {metric: (N, classes - 1)}: this batch's cases, kept with their sites for the epoch's means
+        scores = score_batch(pred, truth, spacings, self.hp.num_classes, self.hp.nsd_tolerance_mm)
+        sites = batch.get("site", [NO_SITE] * n)
+        self._site_rows.add([sites] if isinstance(sites, str) else list(sites), scores)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -215,36 +229,36 @@ class SegmentationTask(pl.LightningModule):
         self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=1)
 
     def _log_metrics(self, prefix: str) -> None:
-        # MONAI's cumulative metrics gather every rank's cases before aggregating (synced across DDP)
-        dice = self.dice.aggregate()
-        hd = self.hd95.aggregate()
-        dice_t = dice if isinstance(dice, torch.Tensor) else torch.as_tensor(dice)
-        hd_t = hd if isinstance(hd, torch.Tensor) else torch.as_tensor(hd)
-        for c in range(dice_t.numel()):
-            self.log(f"{prefix}/dice_class{c + 1}", dice_t[c].item(), sync_dist=False)
-            self.log(f"{prefix}/hd95_class{c + 1}", hd_t[c].item(), sync_dist=False)
-        self.log(f"{prefix}/dice", torch.nanmean(dice_t).item(), prog_bar=True, sync_dist=False)
-        self.dice.reset()
-        self.hd95.reset()
-        self._log_site_metrics(prefix)
-
-    def _log_site_metrics(self, prefix: str) -> None:
-        """Per-site Dice / HD95 per class, the best-worst gap, and the CSV + plot (see the class docstring)."""
-        rows = self._site_rows.gather()  # a collective under DDP: every rank calls it
+        """The epoch's means over every rank's cases of each :data:`VALIDATION_METRICS` entry, per class."""
+        rows = self._site_rows.gather()  # a collective under DDP: every rank calls it, every rank logs the same
         self._site_rows.reset()
-        if not rows or self.trainer.sanity_checking:
+        if not rows:
+            return
+        for spec in VALIDATION_METRICS:
+            means = torch.tensor([row[spec.name] for row in rows], dtype=torch.float64).mean(dim=0)
+            for c, value in enumerate(means.tolist(), start=1):
+                self.log(f"{prefix}/{spec.name}_class{c}", value, sync_dist=False)
+            if spec.name == "dice":
+                self.log(f"{prefix}/dice", means.mean().item(), prog_bar=True, sync_dist=False)
+        self._log_site_metrics(prefix, rows)
+
+    def _log_site_metrics(self, prefix: str, rows: list[dict[str, Any]]) -> None:
+        """Per-site scores per class, the best-worst gap, and the CSV + plot (see the class docstring)."""
+        if all(row["site"] == NO_SITE for row in rows) or self.trainer.sanity_checking:
             return
         from medimg.tasks.callbacks import run_dir
 
         names = {int(k): str(v) for k, v in (self.hparams.get("labels") or {}).items()}
-        table = site_table(rows, ("dice", "hd95"), names)
+        metrics = [spec.name for spec in VALIDATION_METRICS]
+        table = site_table(rows, metrics, names)
         for row in table:
-            for metric in ("dice", "hd95"):
+            for metric in metrics:
                 key = metric_key(prefix, row["site"], f"{metric}_class{row['class_index']}")
                 self.log(key, row[metric], sync_dist=False)
+        for spec in VALIDATION_METRICS:
+            gap = site_gap(table, spec.name, higher_is_better=spec.higher_is_better)[2]
+            self.log(f"{prefix}/site_gap_{spec.name}", gap, sync_dist=False)
         best, worst, gap = site_gap(table, "dice")
-        self.log(f"{prefix}/site_gap_dice", gap, sync_dist=False)
-        self.log(f"{prefix}/site_gap_hd95", site_gap(table, "hd95", higher_is_better=False)[2], sync_dist=False)
         folder = run_dir(self.trainer)  # a collective under DDP too
         if self.trainer.global_rank != 0:
             return
@@ -258,7 +272,7 @@ class SegmentationTask(pl.LightningModule):
         )
         history = self._site_history[prefix]
         history += [{"epoch": self.current_epoch, **row} for row in table]
-        write_site_report(history, folder, f"per_site_{prefix}", ("dice", "hd95"))
+        write_site_report(history, folder, f"per_site_{prefix}", metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")

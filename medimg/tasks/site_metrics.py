@@ -9,7 +9,9 @@ plot with one line per site.
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import logging
 import math
 import re
 from collections import defaultdict
@@ -20,8 +22,23 @@ from typing import Any
 import torch
 
 from medimg.io.atomic import atomic_path
+from medimg.metrics.scores import DEFAULT_NSD_TOLERANCE_MM
 
-__all__ = ["SiteRows", "metric_key", "site_gap", "site_table", "write_site_report"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "NO_SITE",
+    "SiteRows",
+    "grid_spacings",
+    "metric_key",
+    "score_batch",
+    "site_gap",
+    "site_table",
+    "write_site_report",
+]
+
+#: The site of cases whose data names none.
+NO_SITE = "all"
 
 
 class SiteRows:
@@ -62,7 +79,8 @@ def site_table(
 ) -> list[dict[str, Any]]:
     """Mean of each metric per (site, class) over that site's cases: rows ``{site, class, class_index, cases,
     <metric>...}``,
-    sorted by site then class. Non-finite case values (HD95 of an empty prediction) are left out of the mean.
+    sorted by site then class. medimg's scores are finite by policy (:mod:`medimg.metrics.policy`: a missed class
+    has HD95 = the image diagonal); a non-finite value from elsewhere is left out of the mean.
     Classes are numbered from 1 (the first foreground class) unless ``class_names`` names them."""
     by_site: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -143,29 +161,67 @@ def write_site_report(
     return csv_path, png_path
 
 
+def grid_spacings(image: Any, n: int, fallback: Sequence[float] | None) -> list[tuple[float, ...]]:
+    """Voxel size (mm) of each of ``n`` cases of a batch, on the grid the network sees: the columns of the image's
+    affine (a MONAI ``MetaTensor`` after ``Spacingd``: the preprocessing's target ``spacing``), else
+    ``fallback`` (the checkpoint's ``preprocessing["spacing"]``), else 1 mm -- said once in the log."""
+    affine = getattr(image, "affine", None)
+    if isinstance(affine, torch.Tensor) and affine.shape[-2:] == (4, 4):
+        a = affine.detach().cpu().double().reshape(-1, 4, 4)
+        cols = torch.linalg.vector_norm(a[:, :3, :3], dim=1)
+        if a.shape[0] == n:
+            return [tuple(float(v) for v in row) for row in cols]
+        if a.shape[0] == 1:
+            return [tuple(float(v) for v in cols[0])] * n
+    if fallback is not None:
+        return [tuple(float(v) for v in fallback)] * n
+    _warn_no_spacing()
+    return [(1.0, 1.0, 1.0)] * n
+
+
+@functools.cache
+def _warn_no_spacing() -> None:
+    log.warning("validation images carry no affine and no preprocessing spacing: distances in voxels (1 mm)")
+
+
+def score_batch(
+    pred: torch.Tensor, truth: torch.Tensor, spacings: Sequence[Sequence[float]], num_classes: int, tolerance_mm: float
+) -> dict[str, torch.Tensor]:
+    """Each :data:`~medimg.metrics.VALIDATION_METRICS` entry of a batch of label maps ``(N, *spatial)``:
+    ``{name: (N, num_classes - 1) tensor}`` for the foreground classes, computed by
+    :func:`medimg.metrics.case_scores` in mm with each case's voxel size -- the one scoring of validation, test
+    and :func:`score_cases`."""
+    from medimg.metrics import VALIDATION_METRICS, case_scores
+
+    p = pred.detach().cpu().numpy()
+    t = truth.detach().cpu().numpy()
+    classes = range(1, num_classes)
+    out = {m.name: torch.zeros(p.shape[0], num_classes - 1, dtype=torch.float64) for m in VALIDATION_METRICS}
+    for i in range(p.shape[0]):
+        scores = case_scores(p[i], t[i], spacings[i], classes, nsd_tolerance_mm=tolerance_mm)
+        for m in VALIDATION_METRICS:
+            out[m.name][i] = torch.tensor([float(getattr(scores[c], m.name)) for c in classes])
+    return out
+
+
 def score_cases(task: Any, cases: Sequence[dict[str, Any]], default_site: str = "all") -> list[dict[str, Any]]:
     """Score a segmentation task on labelled cases (``{"image", "label"[, "site"]}`` paths, as in a
     :class:`~medimg.data.datasets.CaseList`) with the checkpoint's own preprocessing: one row per case with its
-    site and per-class ``dice`` and ``hd95`` (voxels of the preprocessed grid), ready for :func:`site_table` --
-    what ``validate`` reports, for cases outside a data module (held-out test images of each site)."""
-    from monai.metrics import compute_hausdorff_distance
-    from monai.networks.utils import one_hot
-
-    from medimg.tasks.metrics import dice_per_class
+    site and per-class scores of :data:`~medimg.metrics.VALIDATION_METRICS` (``dice``, ``hd95_mm``, ``nsd``: mm
+    on the preprocessed grid, as validation), ready for :func:`site_table` -- what ``validate`` reports, for cases
+    outside a data module (held-out test images of each site)."""
     from medimg.transforms.pipelines import Preprocessing, preprocessing
 
-    prep = preprocessing(Preprocessing.from_dict(task.hparams["preprocessing"]))
+    settings = Preprocessing.from_dict(task.hparams["preprocessing"])
+    prep = preprocessing(settings)
     k = int(task.hparams["num_classes"])
+    tolerance = float(task.hparams.get("nsd_tolerance_mm", DEFAULT_NSD_TOLERANCE_MM))
     rows = SiteRows()
     for case in cases:
         item = prep({"image": case["image"], "label": case["label"]})
         with torch.no_grad():
             pred = task.infer(torch.as_tensor(item["image"]).unsqueeze(0).to(task.device)).argmax(1).cpu()
-        truth = torch.as_tensor(item["label"])[0].long()
-        per_class = dice_per_class(pred[0].numpy(), truth.numpy(), range(1, k))
-        hd = compute_hausdorff_distance(
-            one_hot(pred.unsqueeze(1), k), one_hot(truth[None, None], k), include_background=False, percentile=95
-        )
-        dice_t = torch.tensor([[per_class[c] for c in range(1, k)]])
-        rows.add([str(case.get("site") or default_site)], {"dice": dice_t, "hd95": hd})
+        truth = torch.as_tensor(item["label"])[0:1].long()
+        spacings = grid_spacings(item["label"], 1, settings.spacing)
+        rows.add([str(case.get("site") or default_site)], score_batch(pred, truth, spacings, k, tolerance))
     return rows.rows
