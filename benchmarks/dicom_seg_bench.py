@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import update_section
 
 from medimg.io import Volume, load
-from medimg.io.dicom_write import write_series
-from medimg.io.seg import source_slices, write_seg
+from medimg.io.derived import source_slices, write_seg
+from medimg.io.dicom.write import write_series
 
 
 def seconds(fn: Callable[[], object]) -> tuple[float, float]:

@@ -6,7 +6,7 @@
    folder, then times on warm cache: ``medimg.io.load``; SimpleITK ImageSeriesReader (series discovery + read);
    a plain pydicom loop (read all, sort by position, stack, rescale); MONAI ``LoadImage(PydicomReader)``.
    Also peak traced memory of ``medimg.io.load`` over the final array size.
-2. Writes 2,000 files in 10 series (256^2) and times ``medimg.io.scan`` against a plain pydicom loop that reads
+2. Writes 2,000 files in 10 series (256^2) and times ``medimg.io.dicom.scan`` against a plain pydicom loop that reads
    every file (``dcmread``) and groups by Series Instance UID.
 3. Writes a ``--dwi-volumes``-volume DWI series of Siemens mosaics (128 x 128 x 48 per volume, 7 x 7 tiles, CSA
    headers as the scanner writes them; tests/mosaic_writer.py) and times: ``medimg.io.load`` (one 4D volume with
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import race, update_section
 
 from medimg.io import Volume, load, scan
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.write import write_series
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -150,7 +150,7 @@ def dcm2niix_folder(folder: Path, out: Path) -> None:
 def medimg_convert(folder: Path, out: Path) -> None:
     import shutil
 
-    from medimg.io.convert import convert
+    from medimg.io.dicom.convert import convert
 
     if out.exists():
         shutil.rmtree(out)
@@ -266,7 +266,7 @@ def main() -> None:
         "",
         "| scanner | median s | anchor / medimg |",
         "|---|---|---|",
-        f"| medimg.io.scan | {scan_ours:.3f} | 1.00x |",
+        f"| medimg.io.dicom.scan | {scan_ours:.3f} | 1.00x |",
         f"| plain pydicom read loop + group by UID | {scan_loop:.3f} | {scan_loop / scan_ours:.2f}x |",
         "",
         f"Siemens mosaic DWI: {args.dwi_volumes} volumes (b 0 + {args.dwi_volumes - 1} directions at b 1000), each a "

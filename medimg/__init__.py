@@ -19,12 +19,12 @@ __all__ = ["MedimgError", "Volume", "__version__", "load", "scan"]
 _LAZY = {
     "Volume": "medimg.io.volume",
     "load": "medimg.io.load",
-    "scan": "medimg.io.scan",
+    "scan": "medimg.io.dicom.scan",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medimg.io.dicom.scan import scan
     from medimg.io.load import load
-    from medimg.io.scan import scan
     from medimg.io.volume import Volume
 
 

@@ -121,7 +121,7 @@ def _scan_and_convert(paths: DemoPaths) -> dict[str, object]:
     """Steps 1-3: scan pydicom's messy sample tree, load the enhanced CT in HU, convert the usable series."""
     from medimg.data.samples import pydicom_file, pydicom_folder
     from medimg.io import load, scan
-    from medimg.io.convert import convert
+    from medimg.io.dicom.convert import convert
     from medimg.viz.tables import scan_text
 
     folder = pydicom_folder("dicomdirtests")
@@ -244,13 +244,13 @@ def _config(name: str) -> Path:
 
 def _write_seg(mask: Volume, dicom_dir: Path, model: Model, out: Path) -> Path:
     """The held-out mask as a DICOM SEG of its DICOM series, classes named from the training dataset.json."""
-    from medimg.io.seg import write_seg
+    from medimg.io.derived import write_seg
 
     return write_seg(mask, dicom_dir, out, labels=model.class_names, algorithm=model.algorithm())
 
 
 def _write_mr_series(volume: Volume, folder: Path) -> None:
-    from medimg.io.dicom_write import write_series
+    from medimg.io.dicom.write import write_series
 
     shutil.rmtree(folder, ignore_errors=True)
     arr = np.asarray(volume.array, dtype=np.float64)

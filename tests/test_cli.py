@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from medimg.data.samples import pydicom_folder
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.write import write_series
 
 MEDIMG = [sys.executable, "-m", "medimg"]
 ROOT = Path(__file__).resolve().parents[1]

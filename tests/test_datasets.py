@@ -7,7 +7,7 @@ import pytest
 from medimg.data.datasets import kfold_split, read_csv_manifest, read_msd
 from medimg.data.phantoms import make_phantom_msd
 from medimg.errors import ConfigError
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.write import write_series
 
 
 @pytest.mark.parametrize(("n", "k"), [(10, 5), (7, 3), (2, 5)])

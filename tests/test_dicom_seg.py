@@ -24,10 +24,10 @@ from tests_support import assert_same_image, oblique_affine
 
 from medimg.errors import ImageValueError, MedimgError, SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load
-from medimg.io.dicom_write import write_series
+from medimg.io.derived import AlgorithmInfo, derived_objects, derived_table, read_seg, write_seg
+from medimg.io.derived.parametric_map import read_parametric_map, write_parametric_map
+from medimg.io.dicom.write import write_series
 from medimg.io.orientation import lps_to_ras_affine
-from medimg.io.parametric_map import read_parametric_map, write_parametric_map
-from medimg.io.seg import AlgorithmInfo, derived_objects, derived_table, read_seg, write_seg
 from medimg.viz.tables import scan_text
 
 SHAPE = (20, 24, 9)
@@ -540,7 +540,9 @@ def test_segment_to_dicom_opens_the_checkpoint_once_and_scans_the_folder_once(ch
 
     from medimg.cli import main
 
-    scan_module = importlib.import_module("medimg.io.scan")  # the module (medimg.io.scan is also the function)
+    scan_module = importlib.import_module(
+        "medimg.io.dicom.scan"
+    )  # the module (medimg.io.dicom.scan is also the function)
     source = _series(tmp_path, "axial")
     scans = []
     real_read_headers = scan_module.read_headers

@@ -129,3 +129,12 @@ def test_display_follows_the_radiological_convention():
     coronal = slice_2d(ras, "coronal", 10)
     r, c = np.argwhere(coronal == 1)[0]
     assert c < coronal.shape[1] / 2 and r < coronal.shape[0] / 2  # right on left, superior on top
+
+
+def test_the_cli_offers_exactly_the_registered_methods_with_the_same_default():
+    from medimg.cli import build_parser
+    from medimg.explain.methods import DEFAULT_METHOD, METHOD_NAMES
+
+    explain = build_parser()._subparsers._group_actions[0].choices["explain"]  # type: ignore[union-attr]
+    (method,) = [a for a in explain._actions if a.dest == "method"]
+    assert tuple(method.choices) == METHOD_NAMES and method.default == DEFAULT_METHOD

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medimg.io.geometry import analyse_stack
+from medimg.io.dicom.geometry import analyse_stack
 
 AXIAL = (1, 0, 0, 0, 1, 0)
 

@@ -11,8 +11,8 @@ import pytest
 
 from medimg.errors import SeriesGeometryError
 from medimg.io import load, scan
-from medimg.io.convert import convert
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.convert import convert
+from medimg.io.dicom.write import write_series
 
 BAD_GEOMETRY = [
     ({"PixelSpacing": ["0", "0"]}, r"Pixel Spacing \(0028,0030\) = \[0\.0, 0\.0\]"),

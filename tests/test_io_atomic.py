@@ -57,7 +57,7 @@ def test_failure_leaves_the_destination_and_no_temporary(tmp_path):
 
 
 def test_cli_convert_output_is_group_readable_under_a_group_umask(tmp_path, phantom):
-    from medimg.io.dicom_write import write_series
+    from medimg.io.dicom.write import write_series
 
     write_series(phantom(shape=(6, 6, 3)), tmp_path / "dcm", modality="CT")
     out = tmp_path / "out"

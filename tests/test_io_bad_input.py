@@ -13,7 +13,7 @@ from tests_support import oblique_affine
 from medimg import errors
 from medimg.data.samples import pydicom_file
 from medimg.io import Volume, load, scan
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.write import write_series
 
 
 def _expect(exc_type, path, match):

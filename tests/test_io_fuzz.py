@@ -26,7 +26,7 @@ from tests_support import oblique_affine
 from medimg.data.samples import pydicom_file, scanner_files
 from medimg.errors import MedimgError
 from medimg.io import Volume, load
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.write import write_series
 
 N_MUTANTS = int(os.environ.get("MEDIMG_FUZZ_MUTANTS", "300"))
 SEED = int(os.environ.get("MEDIMG_FUZZ_SEED", "0"))

@@ -10,8 +10,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from medimg.data.samples import pydicom_file
 from medimg.errors import MedimgError
-from medimg.io import dicom_header, dicom_raw
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom import header as dicom_header
+from medimg.io.dicom import raw as dicom_raw
+from medimg.io.dicom.write import write_series
 
 
 def _sample_files() -> list[Path]:

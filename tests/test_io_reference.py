@@ -17,7 +17,7 @@ from tests_support import assert_same_image, oblique_affine
 from medimg.data.samples import pydicom_file, pydicom_folder
 from medimg.errors import SeriesGeometryError
 from medimg.io import Volume, load
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.write import write_series
 
 
 def _copy(src: Path | list[Path], dst: Path) -> Path:

@@ -21,8 +21,8 @@ from tests_support import assert_same_diffusion, assert_same_image, dcm2niix_exe
 
 from medimg.errors import SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load, scan
-from medimg.io.convert import convert
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.convert import convert
+from medimg.io.dicom.write import write_series
 
 GE = "GE MEDICAL SYSTEMS"
 PHILIPS = "Philips Medical Systems"

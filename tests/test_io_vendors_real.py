@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from tests_support import ROOT, assert_same_diffusion, dcm2niix_executable
 
-from medimg.io.convert import convert
+from medimg.io.dicom.convert import convert
 
 REALDICOM = ROOT.parent / "shared" / "realdicom"
 FOLDERS = sorted(

@@ -15,7 +15,7 @@ from tests_support import oblique_affine
 
 from medimg.data.samples import pydicom_folder
 from medimg.io import Volume, load, scan
-from medimg.io.dicom_write import write_series
+from medimg.io.dicom.write import write_series
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])

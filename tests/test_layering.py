@@ -53,7 +53,7 @@ HEAVY = ("torch", "pytorch_lightning", "lightning", "monai", "matplotlib", "timm
 
 
 def room_of(path: Path, package: Path = PACKAGE) -> str:
-    """``medimg/io/scan.py`` -> ``io``; ``medimg/cli.py`` -> ``cli``; the root ``__init__.py`` -> ``""``."""
+    """``medimg/io/dicom/scan.py`` -> ``io``; ``medimg/cli.py`` -> ``cli``; the root ``__init__.py`` -> ``""``."""
     parts = path.relative_to(package).parts
     if parts == ("__init__.py",):
         return ""
@@ -140,3 +140,34 @@ def test_import_medimg_is_light() -> None:
 def test_light_entry_points(statement: str, allowed: tuple[str, ...]) -> None:
     loaded = _loaded_after(statement)
     assert [m for m in HEAVY if m in loaded and m not in allowed] == []
+
+
+def test_dicom_input_never_imports_the_derived_objects_built_on_it() -> None:
+    """``io/derived`` (SEG, Parametric Map, Key Object) builds on ``io/dicom``; the other way would be a circle
+    (the old scan -> seg listing -> seg source -> scan)."""
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {module}"
+        for path in sorted((PACKAGE / "io" / "dicom").rglob("*.py"))
+        for line, module in medimg_imports(path)
+        if module.startswith("medimg.io.derived")
+    ]
+    assert not found, "io/dicom imports io/derived:\n" + "\n".join(found)
+
+
+#: The house's size rule (STYLE.md habit 1): split a module long before this, name a function's steps before this.
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def test_no_module_or_function_outgrows_the_size_rule() -> None:
+    too_big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(PACKAGE.parent)
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_big.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_big.append(f"{where}:{node.lineno}: {node.name} is {length} lines")
+    assert not too_big, "over the size rule:\n" + "\n".join(too_big)

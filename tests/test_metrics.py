@@ -286,8 +286,8 @@ def test_evaluate_resamples_a_coarser_grid_of_the_same_space_with_a_note(tmp_pat
 
 def test_evaluate_reads_dicom_seg_labels(tmp_path):
     from medimg.io import load
-    from medimg.io.dicom_write import write_series
-    from medimg.io.seg import write_seg
+    from medimg.io.derived import write_seg
+    from medimg.io.dicom.write import write_series
 
     rng = np.random.default_rng(0)
     write_series(Volume(rng.integers(0, 1000, size=SHAPE).astype(np.int16), AFFINE), tmp_path / "ct", modality="CT")

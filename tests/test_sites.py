@@ -22,7 +22,7 @@ from medimg.cli import main
 from medimg.data.datasets import kfold_split, leave_one_site_out, read_csv_manifest, read_msd, split_cases
 from medimg.data.phantoms import make_phantom_msd, make_two_site_phantom
 from medimg.errors import ConfigError
-from medimg.io.sites import propose_site
+from medimg.io.dicom.sites import propose_site
 from medimg.tasks.checkpoint import load_task
 from medimg.tasks.lightning_cli import run_cli
 from medimg.tasks.site_metrics import score_cases, site_table
@@ -284,7 +284,7 @@ def test_classification_reports_per_site_accuracy(tmp_path):
 def test_scan_proposes_a_site_per_series_without_patient_attributes(tmp_path):
     from pydicom.data import get_testdata_file
 
-    from medimg.io.scan import scan
+    from medimg.io.dicom.scan import scan
 
     src = get_testdata_file("CT_small.dcm")
     assert src is not None

@@ -195,7 +195,7 @@ def test_slurm_bad_input_fails_fast_with_a_clear_message(cluster, dataset, tmp_p
 
 @pytest.mark.slow
 def test_slurm_convert_array_with_a_killed_task_resumes_and_merges(cluster, phantom, tmp_path):
-    from medimg.io.dicom_write import write_series
+    from medimg.io.dicom.write import write_series
 
     archive, out = tmp_path / "archive", tmp_path / "nifti"
     studies = [f"study{i:02d}" for i in range(9)]  # 3 per task

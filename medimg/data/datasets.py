@@ -103,21 +103,28 @@ def read_dataset(dataset_dir: str | os.PathLike[str]) -> CaseList:
     """Read a dataset folder in whichever layout its ``dataset.json`` is written: nnU-Net v2 raw (it has
     ``channel_names`` and ``file_ending``) or the Medical Segmentation Decathlon (a ``training`` list)."""
     root = Path(dataset_dir)
-    meta = _read_spec(root)
+    meta = read_spec(root)
     if "file_ending" in meta and "training" not in meta:
         return read_nnunet_raw(root)
     return read_msd(root)
 
 
-def _read_spec(root: Path) -> dict[str, Any]:
-    spec = root / "dataset.json"
+def read_spec(
+    path: str | os.PathLike[str], layouts: str = "the Medical Segmentation Decathlon or the nnU-Net v2 raw"
+) -> dict[str, Any]:
+    """The ``dataset.json`` of a dataset folder (or the file itself) as a dict: the one reader of that file for
+    the data modules, the reading session's worklist and the class names a checkpoint's dataset gives.
+
+    Raises:
+        ConfigError: no such file (naming the ``layouts`` expected), not JSON, not a JSON object.
+    """
+    given = Path(path)
+    root, spec = (given.parent, given) if given.name == "dataset.json" else (given, given / "dataset.json")
     if not spec.is_file():
-        raise ConfigError(
-            "no dataset.json here (expected the Medical Segmentation Decathlon or the nnU-Net v2 raw layout)", root
-        )
+        raise ConfigError(f"no dataset.json here (expected {layouts} layout)", root)
     try:
         meta = json.loads(spec.read_text())
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"dataset.json is not valid JSON ({exc})", spec) from exc
     if not isinstance(meta, dict):
         raise ConfigError("dataset.json must hold a JSON object", spec)
@@ -140,7 +147,7 @@ def read_nnunet_raw(dataset_dir: str | os.PathLike[str]) -> CaseList:
     Region-based labels (a list of values per name) are refused: medimg trains one class per value.
     """
     root = Path(dataset_dir)
-    meta = _read_spec(root)
+    meta = read_spec(root)
     spec = root / "dataset.json"
     ending = str(meta.get("file_ending", ".nii.gz"))
     channels = _channel_names(meta)
@@ -194,12 +201,7 @@ def read_msd(dataset_dir: str | os.PathLike[str]) -> CaseList:
     """Read an MSD-layout folder: ``dataset.json`` with ``training`` [{image, label}] and ``test`` lists."""
     root = Path(dataset_dir)
     spec = root / "dataset.json"
-    if not spec.is_file():
-        raise ConfigError("no dataset.json here (expected the Medical Segmentation Decathlon layout)", root)
-    try:
-        meta = json.loads(spec.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"dataset.json is not valid JSON ({exc})", spec) from exc
+    meta = read_spec(root, "the Medical Segmentation Decathlon")
 
     def resolve(rel: str) -> str:
         p = (root / rel).resolve()

@@ -85,7 +85,7 @@ def messy_dicom_folder(dest: str | Path, *, with_mni_series: bool = True) -> Pat
     import numpy as np
 
     from medimg.io import load
-    from medimg.io.dicom_write import write_series
+    from medimg.io.dicom.write import write_series
 
     dest = Path(dest)
     if dest.exists():

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from medimg.errors import MedimgError, ModelError
+from medimg.explain.methods import DEFAULT_METHOD
 from medimg.explain.sanity import SanityResult, randomisation_check
 from medimg.explain.segmentation import segmentation_cam
 from medimg.inference.model import Model, file_sha256
@@ -59,12 +60,12 @@ class Explanation:
 
     def save(self, heatmap_path: str | os.PathLike[str]) -> Path:
         """Write the heatmap: NIfTI (``.nii``/``.nii.gz``), or a DICOM Parametric Map (``.dcm``) referencing
-        the DICOM series it was computed on (see :func:`medimg.io.parametric_map.write_parametric_map`)."""
+        the DICOM series it was computed on (see :func:`medimg.io.derived.parametric_map.write_parametric_map`)."""
         if not Path(heatmap_path).name.lower().endswith(".dcm"):
             return self.heatmap.save(heatmap_path)
         from medimg._version import __version__
-        from medimg.io.parametric_map import write_parametric_map
-        from medimg.io.seg import AlgorithmInfo
+        from medimg.io.derived import AlgorithmInfo
+        from medimg.io.derived.parametric_map import write_parametric_map
 
         algorithm = AlgorithmInfo(
             f"medimg {self.method}", __version__, {"checkpoint_sha256": self.checkpoint_sha256, "layer": self.layer}
@@ -86,7 +87,7 @@ def explain_case(
     image: str | os.PathLike[str],
     label: int = 1,
     *,
-    method: str = "hirescam",
+    method: str = DEFAULT_METHOD,
     layer: str | None = None,
     region: np.ndarray[Any, Any] | None = None,
     sanity_check: bool = True,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from medimg.errors import MedimgError
 from medimg.explain.api import Explanation
+from medimg.explain.methods import DEFAULT_METHOD
 from medimg.explain.sanity import SanityResult
 from medimg.io.atomic import atomic_write_text
 from medimg.io.volume import Volume, read_nifti
@@ -119,7 +120,7 @@ def explain_cases(
     out_dir: str | os.PathLike[str],
     *,
     label: int = 1,
-    method: str = "hirescam",
+    method: str = DEFAULT_METHOD,
     layer: str | None = None,
     device: str = "cpu",
     progress: bool = True,

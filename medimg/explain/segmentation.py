@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medimg.explain.gradcam import GradCAM, Method, normalise_cam, region_score
-from medimg.explain.occlusion import occlusion_map
+from medimg.explain.gradcam import Method, normalise_cam
+from medimg.explain.methods import window_maps
 from medimg.models.modes import eval_mode
 
 __all__ = ["Predictor", "component_at", "predicted_region", "segmentation_cam"]
@@ -55,16 +55,14 @@ def segmentation_cam(
 
     ``region`` (same spatial shape, 0/1) defaults to the voxels labelled ``label`` by ``predictor`` -- the
     task's own whole-volume inference (e.g. ``task.infer``), or, when None, ``net`` through the same sliding
-    windows as the map. ``method`` is ``hirescam``, ``gradcam``, ``gradcampp`` or ``occlusion``.
+    windows as the map. ``method`` is a name in :data:`medimg.explain.methods.EXPLAIN_METHODS`.
     Returns (1, 1, X, Y, Z) in [0, 1].
     """
     if region is None:
         region = predicted_region(predictor or _windowed(net, roi_size, 4, overlap), image, label)
     stacked = torch.cat([image, region.to(image.dtype)], dim=1)  # (1, 2, X, Y, Z): image and target region
-    if method == "occlusion":
-        out = _occlusion_windows(net, stacked, label, roi_size, sw_batch_size, overlap)
-    else:
-        out = _cam_windows(net, stacked, layer, label, method, roi_size, sw_batch_size, overlap)
+    with window_maps(method, net, layer, label, roi_size) as window_map:
+        out = _windowed(window_map, roi_size, sw_batch_size, overlap)(stacked).detach()
     return normalise_cam(out)
 
 
@@ -85,38 +83,3 @@ def _windowed(fn: Predictor | nn.Module, roi_size: tuple[int, ...], sw_batch_siz
         return torch.as_tensor(out)
 
     return run
-
-
-def _occlusion_windows(
-    net: nn.Module, stacked: torch.Tensor, label: int, roi_size: tuple[int, ...], sw_batch_size: int, overlap: float
-) -> torch.Tensor:
-    """Occlusion sensitivity of the region's score, window by window: (1, 1, X, Y, Z), not normalised."""
-
-    def window_map(window: torch.Tensor) -> torch.Tensor:
-        x, r = window[:, :1], window[:, 1:2]
-        return occlusion_map(net, x, region_score(label, r), mask_size=max(4, roi_size[0] // 6))
-
-    with torch.no_grad():
-        return _windowed(window_map, roi_size, sw_batch_size, overlap)(stacked)
-
-
-def _cam_windows(
-    net: nn.Module,
-    stacked: torch.Tensor,
-    layer: str,
-    label: int,
-    method: str,
-    roi_size: tuple[int, ...],
-    sw_batch_size: int,
-    overlap: float,
-) -> torch.Tensor:
-    """The CAM of the region's score, window by window (a window without region voxels gives zeros)."""
-    with GradCAM(net, layer, method) as cam:  # type: ignore[arg-type]
-
-        def window_map(window: torch.Tensor) -> torch.Tensor:
-            x, r = window[:, :1], window[:, 1:2]
-            if not torch.any(r > 0):
-                return torch.zeros_like(x)
-            return cam(x, region_score(label, r), normalise=False)
-
-        return _windowed(window_map, roi_size, sw_batch_size, overlap)(stacked).detach()

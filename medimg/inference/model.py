@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +35,7 @@ from medimg.io.volume import Volume
 if TYPE_CHECKING:
     from torch import nn
 
-    from medimg.io.seg import AlgorithmInfo
+    from medimg.io.derived import AlgorithmInfo
 
 __all__ = ["CHECKPOINT_SUFFIXES", "Model", "file_sha256", "model_from_task", "open_model", "segment"]
 
@@ -76,7 +74,7 @@ class Model:
         return self.recipe.in_channels
 
     def algorithm(self) -> AlgorithmInfo:
-        """The :class:`~medimg.io.seg.AlgorithmInfo` a DICOM SEG of this model carries (net, SHA-256, version)."""
+        """The :class:`~medimg.io.derived.AlgorithmInfo` a DICOM SEG of this model carries (net, SHA-256, version)."""
         return seg_algorithm(self.recipe.net, self.recipe.medimg_version, self.sha256)
 
     def prepare(self, image: str | os.PathLike[str]) -> tuple[Any, Any]:
@@ -253,12 +251,13 @@ def _class_names(hp: dict[str, Any], data: dict[str, Any]) -> dict[int, str]:
     names = {k: f"class {k}" for k in range(1, n)}
     found = hp.get("labels")
     if not found:
+        from medimg.data.datasets import read_spec
+
         saved = data.get("datamodule_hyper_parameters") or {}
         try:
-            spec = Path(str(saved.get("dataset_dir") or "")) / "dataset.json"
-            if saved.get("dataset_dir") and spec.is_file():
-                found = json.loads(spec.read_text()).get("labels")
-        except (OSError, ValueError, AttributeError, pickle.UnpicklingError) as exc:  # a nicety only
+            if saved.get("dataset_dir"):
+                found = read_spec(str(saved["dataset_dir"])).get("labels")
+        except (MedimgError, AttributeError) as exc:  # a nicety only: the dataset may be gone
             log.info("class names not found with the checkpoint (%s); using 'class N'", type(exc).__name__)
     names.update({int(k): str(v) for k, v in (found or {}).items() if int(k) > 0})
     return {0: "background", **names}

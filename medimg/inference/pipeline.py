@@ -22,7 +22,7 @@ from medimg.inference.timings import Timings
 from medimg.io.volume import Volume
 
 if TYPE_CHECKING:
-    from medimg.io.seg import AlgorithmInfo
+    from medimg.io.derived import AlgorithmInfo
 
 __all__ = [
     "CPU_WINDOWS",
@@ -106,9 +106,9 @@ def resample_to(
 
 
 def seg_algorithm(net: str, medimg_version: str, checkpoint_sha256: str) -> AlgorithmInfo:
-    """The :class:`~medimg.io.seg.AlgorithmInfo` every DICOM SEG medimg writes carries: ``medimg <net>``, the
+    """The :class:`~medimg.io.derived.AlgorithmInfo` every DICOM SEG medimg writes carries: ``medimg <net>``, the
     version, and the net and checkpoint SHA-256 as provenance (one format, whichever path wrote the SEG)."""
-    from medimg.io.seg import AlgorithmInfo as Info
+    from medimg.io.derived import AlgorithmInfo as Info
 
     return Info(f"medimg {net}", medimg_version, {"net": net, "checkpoint_sha256": checkpoint_sha256})
 
@@ -137,8 +137,8 @@ def segment_with(
     source, loaded = None, None
     with t.stage("load"):
         if output is not None and Path(output).name.lower().endswith(".dcm"):
+            from medimg.io.derived import source_slices
             from medimg.io.load import load_series
-            from medimg.io.seg import source_slices
 
             source = source_slices(image)  # fail before inference: NIfTI input, resampled or mixed series
             loaded = load_series(source.series)  # the series just scanned: the folder is scanned once
@@ -171,7 +171,7 @@ def segment_with(
         volume = Volume(mask, affine, {"modality": "SEG", "source": str(image)})
     with t.stage("write"):
         if source is not None and output is not None:
-            from medimg.io.seg import write_seg
+            from medimg.io.derived import write_seg
 
             algorithm = seg_algorithm(recipe.net, recipe.medimg_version, recipe.checkpoint_sha256)
             names = {0: "background", **{k: f"class {k}" for k in range(1, recipe.num_classes)}, **recipe.class_names}
@@ -179,8 +179,7 @@ def segment_with(
         elif output is not None:
             volume.save(output)
     t.finish()
-    volume.meta["timings"] = t.as_dict()
-    return volume
+    return Volume(volume.array, volume.affine, {**volume.meta, "timings": t.as_dict()})
 
 
 def classification_input(recipe: Recipe, image: str | os.PathLike[str]) -> torch.Tensor:

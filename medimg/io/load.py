@@ -18,13 +18,13 @@ from medimg.errors import (
     SeriesSelectionError,
     UnsupportedTransferSyntaxError,
 )
-from medimg.io.dicom_header import Frame
-from medimg.io.dicom_pixels import read_frames, read_volumes
-from medimg.io.diffusion import fsl_bvecs
+from medimg.io.dicom.diffusion import fsl_bvecs
+from medimg.io.dicom.header import Frame
+from medimg.io.dicom.philips import philips_precise
+from medimg.io.dicom.pixels import read_frames, read_volumes
+from medimg.io.dicom.scan import ScanResult, scan
+from medimg.io.dicom.series import Series
 from medimg.io.orientation import lps_to_ras_affine
-from medimg.io.philips import philips_precise
-from medimg.io.scan import ScanResult, scan
-from medimg.io.series import Series
 from medimg.io.volume import Volume, is_nifti, read_nifti
 
 __all__ = ["PhilipsScaling", "list_images", "load", "load_series", "series_listing"]
@@ -32,7 +32,7 @@ __all__ = ["PhilipsScaling", "list_images", "load", "load_series", "series_listi
 UnevenPolicy = Literal["error", "resample"]
 TiltPolicy = Literal["resample", "error"]
 #: Philips MR values: ``"precise"`` (default, as dcm2niix) the floating-point value FP = (SV x RS + RI) / (RS x SS);
-#: ``"display"`` the Rescale Slope/Intercept value (see :mod:`medimg.io.philips`).
+#: ``"display"`` the Rescale Slope/Intercept value (see :mod:`medimg.io.dicom.philips`).
 PhilipsScaling = Literal["precise", "display"]
 PHILIPS_SCALING_RULES = {
     "precise": "Philips floating-point value FP = (SV x RS + RI) / (RS x SS), SS = (2005,100E)",
@@ -74,7 +74,7 @@ def load(
             angle in ``meta["gantry_tilt_deg"]``; ``"error"`` refuses tilted series.
         allow_nonfinite: accept NaN/inf voxels in NIfTI input.
         reference: for a DICOM SEG / Parametric Map file: the folder of the image series it references, to
-            place a sparse SEG on that series' grid (see :func:`medimg.io.seg.read_seg`).
+            place a sparse SEG on that series' grid (see :func:`medimg.io.derived.read_seg`).
         philips_scaling: Philips MR values as ``"precise"`` floating-point values (default, as dcm2niix's
             default ``-p y``) or ``"display"`` values; the rule used is in ``meta["value_scaling"]``.
 
@@ -91,7 +91,7 @@ def load(
         return read_nifti(p, allow_nonfinite=allow_nonfinite)
     if not p.exists():
         raise MedimgError("no such file or folder", p)
-    from medimg.io.seg.dispatch import read_if_derived  # DICOM SEG -> labels, Parametric Map -> values
+    from medimg.io.derived.dispatch import read_if_derived  # DICOM SEG -> labels, Parametric Map -> values
 
     derived = read_if_derived(p, reference=reference)
     if derived is not None:
@@ -224,7 +224,7 @@ def describe_volumes(volumes: list[list[Frame]], affine_ras: npt.NDArray[np.floa
     """``meta["volumes"]``: per volume, what sets it apart (b-value and gradient, time, trigger, acquisition).
 
     ``gradient`` is the diffusion direction in the image's voxel frame with FSL's sign rule (what ``.bvec`` holds,
-    see :func:`medimg.io.diffusion.fsl_bvecs`); ``gradient_lps`` is the direction as the DICOM file gives it.
+    see :func:`medimg.io.dicom.diffusion.fsl_bvecs`); ``gradient_lps`` is the direction as the DICOM file gives it.
     """
     firsts = [v[0] for v in volumes]
     bvecs = fsl_bvecs([f.diffusion.gradient if f.diffusion else None for f in firsts], affine_ras)

@@ -33,8 +33,8 @@ def review_text(ex: Explanation, answers: Sequence[Feedback]) -> str:
 def export_case_dicom(case_id: str, ex: Explanation, answers: Sequence[Feedback], folder: Path) -> list[Path]:
     """Write ``<case>_seg.dcm``, ``<case>_heatmap.dcm`` and, when there are answers, ``<case>_review_ko.dcm``
     into ``folder``; nothing (and an info log line) when the case's input is not a DICOM series."""
-    from medimg.io.key_object import write_key_objects
-    from medimg.io.seg import source_slices, write_seg
+    from medimg.io.derived import source_slices, write_seg
+    from medimg.io.derived.key_object import write_key_objects
 
     source = str(ex.image.meta.get("source", ""))
     if not source or is_nifti(source):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medimg.explain.api import Explanation
+from medimg.explain.methods import DEFAULT_METHOD
 from medimg.io.volume import Volume
 from medimg.review.store import CANNOT_ASSESS, VERDICTS, Feedback, FeedbackStore
 from medimg.viz import CT_WINDOWS, PLANES, figure_png, render_planes, to_ras
@@ -155,7 +156,7 @@ def review(
     label: int = 1,
     reference: str | os.PathLike[str] | None = None,
     store: str | os.PathLike[str] = "data/reviews.sqlite",
-    method: str = "hirescam",
+    method: str = DEFAULT_METHOD,
     reviewer: str = "",
 ) -> ReviewWidget:
     """One call for the review notebook: explain ``image`` with ``ckpt`` and return the viewer + form."""

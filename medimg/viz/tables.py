@@ -1,7 +1,7 @@
 """The QA table of a scan -- one row per series, problems last -- as fixed-width text and as HTML.
 
 ``medimg scan`` prints :func:`scan_text`; a notebook shows :class:`ScanTable` (HTML, blocking problems in red).
-The rows are read from :meth:`medimg.io.series.Series.summary` through named fields (:class:`SeriesRow`).
+The rows are read from :meth:`medimg.io.dicom.series.Series.summary` through named fields (:class:`SeriesRow`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from medimg.io.scan import ScanResult
+from medimg.io.dicom.scan import ScanResult
 
 __all__ = ["ScanTable", "SeriesRow", "scan_html", "scan_text"]
 
@@ -75,7 +75,7 @@ def scan_text(result: ScanResult) -> str:
     out = ["  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1] for line in lines]
     out.append(TEXT_FOOTNOTE)
     if result.derived:
-        from medimg.io.seg.listing import derived_table
+        from medimg.io.dicom.derived_listing import derived_table
 
         out.append(derived_table(result.derived))
     return "\n".join(out)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from medimg.errors import MedimgError, ReviewError
 from medimg.explain.api import Explanation
+from medimg.explain.methods import DEFAULT_METHOD
 from medimg.io.volume import Volume
 from medimg.review.store import Feedback, FeedbackStore
 from medimg.review.study.worklist import ReadingCase, SkippedCase, Worklist, check_reader, read_worklist
@@ -32,7 +33,7 @@ class ExplanationSource:
         precomputed: str | os.PathLike[str] | None = None,
         *,
         label: int = 1,
-        method: str = "hirescam",
+        method: str = DEFAULT_METHOD,
     ) -> None:
         if checkpoint is None and precomputed is None:
             raise ReviewError("a reading session needs a checkpoint or a folder of precomputed explanations")
@@ -162,7 +163,7 @@ def open_session(
     reader: str,
     precomputed: str | os.PathLike[str] | None = None,
     label: int = 1,
-    method: str = "hirescam",
+    method: str = DEFAULT_METHOD,
 ) -> ReadingSession:
     """A :class:`ReadingSession` from paths: the reader's name is checked first (an empty one is refused
     before anything is read), then the store, the case list and the explanations' source."""

@@ -11,7 +11,6 @@ is the same at every sitting and differs between readers (a reader cannot follow
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medimg.data.datasets import read_csv_rows
+from medimg.data.datasets import read_csv_rows, read_spec
 from medimg.errors import ConfigError, ReviewError
 from medimg.io.load import list_images
 
@@ -128,10 +127,7 @@ def _from_folder(folder: Path) -> list[tuple[str, Path, Path | None]]:
 
 
 def _from_msd(spec: Path, split: str) -> list[tuple[str, Path, Path | None]]:
-    try:
-        meta = json.loads(spec.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"dataset.json cannot be read ({exc})", spec) from exc
+    meta = read_spec(spec)
     if split not in ("test", "training"):
         raise ConfigError(f"split must be 'test' or 'training', got {split!r}", spec)
     found: list[tuple[str, Path, Path | None]] = []

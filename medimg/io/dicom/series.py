@@ -20,18 +20,18 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydicom.uid import ParametricMapStorage, SegmentationStorage
 
-from medimg.io.dicom_header import FileHeader, Frame
-from medimg.io.geometry import Problem, StackGeometry, same_orientation
-from medimg.io.orientation import affine_axcodes, lps_to_ras_affine
-from medimg.io.series_qa import check_series
-from medimg.io.sites import propose_site
-from medimg.io.volume_split import (
+from medimg.io.dicom.geometry import Problem, StackGeometry, same_orientation
+from medimg.io.dicom.header import FileHeader, Frame
+from medimg.io.dicom.series_qa import check_series
+from medimg.io.dicom.sites import propose_site
+from medimg.io.dicom.volume_split import (
     assume_b0,
     incomplete_volumes,
     same_positions,
     separate_derived,
     split_duplicates,
 )
+from medimg.io.orientation import affine_axcodes, lps_to_ras_affine
 
 __all__ = ["Series", "group_series"]
 
@@ -153,7 +153,7 @@ SEGMENTATION_STORAGE = str(SegmentationStorage)
 LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 PARAMETRIC_MAP_STORAGE = str(ParametricMapStorage)
 #: Objects that carry pixels but are not images of the patient, by SOP class, with their kind. ``medimg scan``
-#: lists them apart (:mod:`medimg.io.seg.listing`) and ``medimg.load`` reads them with their own readers.
+#: lists them apart (:mod:`medimg.io.dicom.derived_listing`) and ``medimg.load`` reads them with their own readers.
 DERIVED_SOP_CLASSES = {SEGMENTATION_STORAGE: "SEG", LABELMAP_SEGMENTATION_STORAGE: "SEG", PARAMETRIC_MAP_STORAGE: "PM"}
 
 
@@ -259,7 +259,7 @@ class FrameGroup(NamedTuple):
     pixel_spacing: tuple[float, ...] | None  # rounded to 1e-4 mm
     echo: str | None
     samples_per_pixel: int
-    part: str | None  # complex image component (None: magnitude), see medimg.io.dicom_header.image_part
+    part: str | None  # complex image component (None: magnitude), see medimg.io.dicom.header.image_part
 
     @classmethod
     def of(cls, f: Frame) -> FrameGroup:
@@ -330,7 +330,7 @@ def _split_uid(uid: str, frames: list[Frame]) -> list[Series]:
 
 def _volumes_of(localizer: bool, frames: list[Frame], reasons: list[str]) -> list[_Stack]:
     """One orientation cluster as stacks: one 3D stack, the volumes of a 4D series (with any derived diffusion
-    volumes apart), or several 3D stacks whose positions differ (see :mod:`medimg.io.volume_split`)."""
+    volumes apart), or several 3D stacks whose positions differ (see :mod:`medimg.io.dicom.volume_split`)."""
     parts, by = split_duplicates(frames)
     if len(parts) < 2:
         return [_Stack(localizer, parts[0], [])]

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from medimg.errors import DicomReadError
-from medimg.io.vendor_tags import private_value
+from medimg.io.dicom.vendor_tags import private_value
 
 __all__ = [
     "MosaicLayout",

@@ -1,27 +1,19 @@
-"""The ``medimg`` command.
-
-User errors (:class:`~medimg.errors.MedimgError`) print one line on stderr and exit with code 2; any other
-exception is a bug and keeps its traceback (exit code 1).
-"""
+"""What each ``medimg`` sub-command does: thin handlers that import the room they need when they run (so that
+``medimg --help`` stays light) and print what a user reads."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-from collections.abc import Sequence
 
-from medimg._version import __version__
 from medimg.errors import MedimgError
-
-__all__ = ["main"]
 
 EXIT_USER_ERROR = 2
 
 
-def _cmd_scan(args: argparse.Namespace) -> int:
-    from medimg.io.scan import scan
+def cmd_scan(args: argparse.Namespace) -> int:
+    from medimg.io.dicom.scan import scan
     from medimg.viz.tables import scan_text
 
     found = scan(args.path)
@@ -35,8 +27,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from medimg.io.convert import convert
+def cmd_convert(args: argparse.Namespace) -> int:
+    from medimg.io.dicom.convert import convert
 
     report = convert(
         args.path,
@@ -59,14 +51,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_USER_ERROR
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from medimg.demo import run_demo
 
     run_demo(args.out)
     return 0
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: argparse.Namespace) -> int:
     from medimg.plan import plan_dataset
 
     plan, path = plan_dataset(
@@ -77,7 +69,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lightning(argv: list[str]) -> int:
+def run_lightning(argv: list[str]) -> int:
     """fit / validate / test: LightningCLI, with MedimgError turned into one line and exit code 2.
 
     ``medimg fit --data.dataset_dir DIR`` without ``--config`` plans first (:mod:`medimg.plan`), prints the plan
@@ -129,7 +121,7 @@ def _plan_for_fit(argv: list[str]) -> list[str]:
     return ["fit", "--config", str(path), "--trainer.default_root_dir", root, *rest]
 
 
-def _cmd_segment(args: argparse.Namespace) -> int:
+def cmd_segment(args: argparse.Namespace) -> int:
     from medimg.inference.model import open_model  # no Lightning on this path, checkpoint or export
     from medimg.inference.timings import Timings
 
@@ -149,7 +141,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from medimg.export.exporter import export_checkpoint
 
     report = export_checkpoint(args.ckpt, args.out, fmt=args.format, opset=args.opset, precision=args.precision)
@@ -157,7 +149,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_classify(args: argparse.Namespace) -> int:
+def cmd_classify(args: argparse.Namespace) -> int:
     from medimg.inference.model import open_model
 
     probs = open_model(args.model, threads=args.threads).classify(args.input)
@@ -166,7 +158,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_explain_cases(args: argparse.Namespace) -> int:
+def cmd_explain_cases(args: argparse.Namespace) -> int:
     """``--cases``: every case of a worklist into ``--out-dir`` (resumable), for reading sessions."""
     from medimg.explain.batch import explain_cases
     from medimg.review.study.worklist import read_worklist
@@ -182,17 +174,17 @@ def _cmd_explain_cases(args: argparse.Namespace) -> int:
     return EXIT_USER_ERROR if report.failed else 0
 
 
-def _cmd_explain(args: argparse.Namespace) -> int:
+def cmd_explain(args: argparse.Namespace) -> int:
     from medimg.explain.api import explain_case
 
     if (args.cases is None) == (args.input is None) or (args.cases is None) != (args.out_dir is None):
         raise MedimgError("give either --input and --out (one case) or --cases and --out-dir (a worklist)")
     if args.cases is not None:
-        return _cmd_explain_cases(args)
+        return cmd_explain_cases(args)
     if args.out is None:
         raise MedimgError("--input needs --out (the heatmap file to write)")
     if args.out.lower().endswith(".dcm"):  # a Parametric Map needs the DICOM source: refuse before computing
-        from medimg.io.seg import source_slices
+        from medimg.io.derived import source_slices
 
         source_slices(args.input, purpose="a DICOM Parametric Map")
     ex = explain_case(args.ckpt, args.input, args.label, method=args.method, layer=args.layer)
@@ -216,7 +208,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_adapt(args: argparse.Namespace) -> int:
+def cmd_adapt(args: argparse.Namespace) -> int:
     from medimg.tasks.adapt import adapt_checkpoint
 
     report = adapt_checkpoint(
@@ -229,7 +221,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from medimg.metrics.evaluate import evaluate_folders, write_csv
     from medimg.metrics.summary import summary_text
 
@@ -270,146 +262,3 @@ def _nsd_tolerances(values: list[str] | None) -> float | dict[int, float]:
         return {int(c): float(mm) for c, mm in (v.split("=", 1) for v in values)}
     except ValueError:
         raise ConfigError(f"--nsd-tolerance takes MM or CLASS=MM ..., not {' '.join(values)}") from None
-
-
-def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("evaluate", help="score predictions against labels per case and class, distances in mm")
-    p.add_argument("pred", help="folder of predicted label maps (.nii/.nii.gz, DICOM SEG .dcm), named like the labels")
-    p.add_argument("labels", help="folder of reference label maps; scores are computed on each label's grid")
-    p.add_argument("--out", help="per-case per-class CSV to write (the summary goes beside it as *_summary.csv)")
-    p.add_argument(
-        "--nsd-tolerance", nargs="+", metavar="MM", help="NSD tolerance in mm, or CLASS=MM per class (default 2)"
-    )
-    p.add_argument("--lesion-classes", nargs="+", type=int, default=[], help="classes scored lesion-wise too")
-    p.set_defaults(func=_cmd_evaluate)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medimg", description="Medical imaging research workspace.")
-    parser.add_argument("--version", action="version", version=f"medimg {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("scan", help="list the DICOM series under a folder with their QA problems")
-    p.add_argument("path", help="folder, DICOM file or DICOMDIR")
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.set_defaults(func=_cmd_scan)
-
-    p = sub.add_parser("convert", help="write every usable series as NIfTI + JSON sidecar")
-    p.add_argument("path", help="folder, DICOM file or DICOMDIR")
-    p.add_argument("out_dir", help="output folder")
-    p.add_argument("--series", help="convert only this series (UID or UID#part as `medimg scan` prints)")
-    p.add_argument("--include-localizers", action="store_true", help="also convert localizer/scout images")
-    p.add_argument(
-        "--uneven",
-        choices=("error", "resample"),
-        default="error",
-        help="uneven slice gaps: refuse (default) or interpolate onto a regular grid",
-    )
-    p.add_argument("--split-4d", action="store_true", help="write each volume of a 4D series as its own 3D file")
-    p.add_argument(
-        "--philips-scaling",
-        choices=("precise", "display"),
-        default="precise",
-        help="Philips MR values: floating-point FP = (SV*RS+RI)/(RS*SS) (default, as dcm2niix) or display SV*RS+RI",
-    )
-    p.set_defaults(func=_cmd_convert)
-
-    p = sub.add_parser("segment", help="segment a DICOM folder or NIfTI with a trained checkpoint")
-    p.add_argument("ckpt", help="checkpoint written by `medimg fit`, or MODEL.onnx / MODEL.pt2 from `medimg export`")
-    p.add_argument("input", help="DICOM folder/file or .nii/.nii.gz")
-    p.add_argument(
-        "output", help="mask to write (.nii.gz), in the input's geometry; .dcm writes a DICOM SEG of a DICOM input"
-    )
-    p.add_argument("--precision", default="32", choices=("32", "bf16-mixed", "16-mixed"))
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (torch or onnxruntime)")
-    p.add_argument("--timings", default=None, help="write the stage timings (seconds, voxel rate, peak RSS) as JSON")
-    p.set_defaults(func=_cmd_segment)
-
-    p = sub.add_parser("export", help="export a checkpoint with its preprocessing to ONNX or torch.export (.pt2)")
-    p.add_argument("ckpt", help="checkpoint written by `medimg fit` (segmentation or classification)")
-    p.add_argument("out", help="file to write: MODEL.onnx or MODEL.pt2")
-    p.add_argument("--format", default="onnx", choices=("onnx", "pt2"))
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("classify", help="print the class probabilities of an image with an exported classifier")
-    p.add_argument("model", help="MODEL.onnx or MODEL.pt2 written by `medimg export`")
-    p.add_argument("input", help="DICOM folder/file or .nii/.nii.gz")
-    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads")
-    p.set_defaults(func=_cmd_classify)
-
-    p = sub.add_parser(
-        "explain", help="heatmap of why the model labelled class K (HiResCAM, Grad-CAM, Grad-CAM++, occlusion)"
-    )
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `medimg fit`")
-    p.add_argument("--input", help="DICOM folder/file or .nii/.nii.gz")
-    p.add_argument("--label", type=int, default=1, help="class to explain (default 1)")
-    p.add_argument(
-        "--out",
-        help="heatmap to write (.nii.gz), in the input's geometry; .dcm writes a DICOM Parametric Map of a DICOM input",
-    )
-    p.add_argument("--png", help="also write a three-plane PNG into this folder")
-    p.add_argument("--cases", help="instead of --input: a worklist (folder, dataset.json or CSV case_id,image[,label])")
-    p.add_argument("--out-dir", help="with --cases: folder of precomputed explanations (resumable) for `session`")
-    # the names of medimg.explain.methods.EXPLAIN_METHODS, spelled here so that `medimg --help` imports no torch
-    # (tests/test_explain.py holds the two equal)
-    p.add_argument("--method", default="hirescam", choices=("hirescam", "gradcam", "gradcampp", "occlusion"))
-    p.add_argument("--layer", help="target layer (default: the last convolution before the output block)")
-    p.set_defaults(func=_cmd_explain)
-
-    p = sub.add_parser(
-        "plan", help="fingerprint a dataset and write a training config planned for it (nnU-Net's rules)"
-    )
-    p.add_argument("dataset_dir", help="dataset folder with dataset.json (MSD or nnU-Net v2 raw layout)")
-    p.add_argument("--out", help="YAML to write (default: configs/plan_<dataset name>.yaml)")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--gpu-memory", help="plan for a GPU with this much memory, e.g. 24GB")
-    budget.add_argument("--device", choices=("cpu", "cuda"), help="plan for this device (default: a GPU if any)")
-    p.add_argument("--time-budget", help="training time, e.g. 2h, 90m, 00:02:00:00 (default: 1h CPU, 24h GPU)")
-    p.set_defaults(func=_cmd_plan)
-
-    _add_evaluate_parser(sub)
-
-    for name in LIGHTNING_COMMANDS:
-        sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)
-
-    p = sub.add_parser("adapt", help="adapt a segmentation checkpoint to a new site's unlabelled images (AdaBN / TENT)")
-    p.add_argument("ckpt", help="checkpoint written by `medimg fit`")
-    p.add_argument("--images", required=True, help="folder of the new site's images (.nii/.nii.gz, DICOM folders)")
-    p.add_argument("--out", required=True, help="adapted checkpoint to write (not written if the proxy gets worse)")
-    p.add_argument("--method", default="adabn", choices=("adabn", "tent", "adabn+tent"))
-    p.add_argument("--windows", type=int, default=8, help="windows sampled per image (default 8)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.set_defaults(func=_cmd_adapt)
-
-    p = sub.add_parser("demo", help="run the end-to-end demo on bundled sample data")
-    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    p.set_defaults(func=_cmd_demo)
-    return parser
-
-
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS:
-        return _lightning(argv)
-    args = build_parser().parse_args(argv)
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except MedimgError as exc:
-        print(f"medimg: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("medimg: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

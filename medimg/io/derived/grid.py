@@ -22,9 +22,9 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from medimg.errors import SeriesGeometryError, SeriesSelectionError
+from medimg.io.derived.source import SourceSlices, source_slices
+from medimg.io.dicom.series import Series
 from medimg.io.orientation import LPS_TO_RAS, lps_to_ras_affine
-from medimg.io.seg.source import SourceSlices, source_slices
-from medimg.io.series import Series
 
 __all__ = ["FrameGeometry", "Grid", "frame_geometry", "place_frames"]
 
@@ -123,7 +123,7 @@ def referenced_series_uids(ds: Dataset) -> list[str]:
 
 
 def _reference_source(ds: Dataset, path: Path, reference: str | os.PathLike[str] | Series) -> SourceSlices:
-    from medimg.io.scan import scan
+    from medimg.io.dicom.scan import scan
 
     wanted = referenced_series_uids(ds)
     if isinstance(reference, Series):

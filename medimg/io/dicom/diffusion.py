@@ -6,12 +6,12 @@ Sources, first found wins (the same order dcm2niix uses for these vendors):
    top level or, in enhanced MR, in the per-frame MR Diffusion Sequence (0018,9117) (PS3.3 C.8.13.5.9);
 2. Siemens: the CSA image header fields ``B_value`` and ``DiffusionGradientDirection``, then the private
    (0019,100C) B_value and (0019,100E) DiffusionGradientDirection of the ``SIEMENS MR HEADER`` block;
-3. GE: (0043,1039) and (0019,10BB/10BC/10BD) (:mod:`medimg.io.ge`, gradient turned from GE's frequency/phase/
+3. GE: (0043,1039) and (0019,10BB/10BC/10BD) (:mod:`medimg.io.dicom.ge`, gradient turned from GE's frequency/phase/
    slice frame into LPS+);
-4. Philips: (2001,1003) and (2005,10B0/10B1/10B2) (:mod:`medimg.io.philips`).
+4. Philips: (2001,1003) and (2005,10B0/10B1/10B2) (:mod:`medimg.io.dicom.philips`).
 
 Canon/Toshiba write the standard attributes, but only on images with a diffusion gradient: their b=0 volumes
-carry none (dcm2niix's Canon notes). The series logic (:mod:`medimg.io.series`) therefore takes a volume without
+carry none (dcm2niix's Canon notes). The series logic (:mod:`medimg.io.dicom.series`) therefore takes a volume without
 an encoding inside a series whose other volumes have one for b=0, and records that assumption.
 
 Gradient directions in DICOM are unit vectors in the patient (LPS+) frame. FSL's ``.bvec`` wants them in the
@@ -30,10 +30,10 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
-from medimg.io.ge import ge_b_value, ge_gradient_lps, is_ge
-from medimg.io.philips import is_philips, philips_b_value, philips_gradient_lps, philips_isotropic
-from medimg.io.siemens import SIEMENS_MR_HEADER, csa_scalar, csa_vector
-from medimg.io.vendor_tags import private_value
+from medimg.io.dicom.ge import ge_b_value, ge_gradient_lps, is_ge
+from medimg.io.dicom.philips import is_philips, philips_b_value, philips_gradient_lps, philips_isotropic
+from medimg.io.dicom.siemens import SIEMENS_MR_HEADER, csa_scalar, csa_vector
+from medimg.io.dicom.vendor_tags import private_value
 
 __all__ = ["DERIVED_DIFFUSION_TYPES", "Diffusion", "derived_diffusion_image", "diffusion_from_dataset", "fsl_bvecs"]
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medimg.io.dicom_header import FileHeader
-from medimg.io.seg.source import DERIVED_SOP_CLASSES
-from medimg.io.series import Series
+from medimg.io.dicom.header import FileHeader
+from medimg.io.dicom.series import DERIVED_SOP_CLASSES, Series
 
 __all__ = ["DerivedObject", "derived_kind", "derived_objects", "derived_table"]
 

@@ -1,4 +1,4 @@
-"""``medimg.io.scan``: find every DICOM series under a folder, reading each file's header once."""
+"""``medimg.io.dicom.scan``: find every DICOM series under a folder, reading each file's header once."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medimg.errors import MedimgError, NotDicomError, SeriesSelectionError
-from medimg.io.dicom_header import FileHeader, read_header
-from medimg.io.series import DERIVED_SOP_CLASSES, Series, group_series
+from medimg.io.dicom.header import FileHeader, read_header
+from medimg.io.dicom.series import DERIVED_SOP_CLASSES, Series, group_series
 
 if TYPE_CHECKING:
-    from medimg.io.seg.listing import DerivedObject
+    from medimg.io.dicom.derived_listing import DerivedObject
 
 __all__ = ["ScanResult", "iter_files", "scan"]
 
@@ -133,11 +133,11 @@ def scan(root: str | os.PathLike[str], *, workers: int | None = None) -> ScanRes
     Every file is opened once, for its header only (pixel data is not read). Non-DICOM files are skipped and
     listed in ``ScanResult.skipped``; damaged DICOM files are skipped with a warning naming them. Series are
     grouped by Series Instance UID and split where one UID cannot be one volume (see
-    :mod:`medimg.io.series`); each series carries its QA ``problems``.
+    :mod:`medimg.io.dicom.series`); each series carries its QA ``problems``.
 
     Example::
 
-        >>> for s in medimg.io.scan("data/raw/case01"):          # doctest: +SKIP
+        >>> for s in medimg.io.dicom.scan("data/raw/case01"):          # doctest: +SKIP
         ...     print(s.key, s.modality, s.shape, [str(p) for p in s.problems])
     """
     path = Path(root)
@@ -156,7 +156,7 @@ def scan(root: str | os.PathLike[str], *, workers: int | None = None) -> ScanRes
 
 def _result(headers: list[FileHeader], skipped: dict[str, str]) -> ScanResult:
     """Image series, plus the DICOM SEG / Parametric Map objects among the files with the series they reference."""
-    from medimg.io.seg.listing import derived_objects
+    from medimg.io.dicom.derived_listing import derived_objects
 
     series = group_series(headers)
     derived = [h for h in headers if h.sop_class in DERIVED_SOP_CLASSES]

@@ -1,4 +1,4 @@
-"""Reading the pixels of a :class:`~medimg.io.series.Series` into one array, with the modality LUT applied.
+"""Reading the pixels of a :class:`~medimg.io.dicom.series.Series` into one array, with the modality LUT applied.
 
 Native little-endian pixels are read straight from the byte offset the header pass recorded (no second header
 parse: this is why medimg's series read is faster than a plain pydicom loop). Everything else -- JPEG, JPEG-LS,
@@ -17,8 +17,8 @@ import numpy.typing as npt
 from pydicom import uid
 
 from medimg.errors import DicomReadError, MedimgError, NoPixelDataError, UnsupportedTransferSyntaxError
-from medimg.io.dicom_header import FileHeader, Frame
-from medimg.io.siemens import unpack_mosaic
+from medimg.io.dicom.header import FileHeader, Frame
+from medimg.io.dicom.siemens import unpack_mosaic
 
 __all__ = ["NATIVE_LE", "decoder_problem", "output_dtype", "read_frames", "read_volumes"]
 

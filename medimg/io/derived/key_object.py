@@ -14,7 +14,7 @@ from pathlib import Path
 
 from medimg.errors import MedimgError
 from medimg.io.atomic import atomic_path
-from medimg.io.seg.concepts import new_instance
+from medimg.io.derived.concepts import new_instance
 
 __all__ = ["write_key_objects"]
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
 
-from medimg.io.vendor_tags import private_numbers, private_text
+from medimg.io.dicom.vendor_tags import private_numbers, private_text
 
 __all__ = [
     "PHILIPS_IMAGE_PARTS",

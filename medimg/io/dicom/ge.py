@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
-from medimg.io.vendor_tags import private_numbers
+from medimg.io.dicom.vendor_tags import private_numbers
 
 __all__ = ["GE_IMAGE_PARTS", "ge_b_value", "ge_gradient_lps", "ge_image_part", "ge_slices_per_volume", "is_ge"]
 
@@ -29,7 +29,7 @@ _B_VALUE = 0x39  # (0043,1039)
 _GRADIENT = (0xBB, 0xBC, 0xBD)  # (0019,10BB) frequency, (0019,10BC) phase, (0019,10BD) slice
 _LOCATIONS = 0x4F  # (0021,104F)
 _IMAGE_TYPE = 0x2F  # (0043,102F)
-#: (0043,102F) value -> the part name medimg uses (see :data:`medimg.io.dicom_header.IMAGE_PARTS`)
+#: (0043,102F) value -> the part name medimg uses (see :data:`medimg.io.dicom.header.IMAGE_PARTS`)
 GE_IMAGE_PARTS = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 _B_OFFSET = 1_000_000_000
 

@@ -15,16 +15,16 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from medimg.errors import DicomReadError, ImageValueError, MedimgError
-from medimg.io.seg.grid import frame_geometry, place_frames, referenced_series_uids
-from medimg.io.seg.source import LABELMAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE
-from medimg.io.series import Series
+from medimg.io.derived.grid import frame_geometry, place_frames, referenced_series_uids
+from medimg.io.derived.source import LABELMAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE
+from medimg.io.dicom.series import Series
 from medimg.io.volume import Volume
 
 __all__ = ["read_seg", "segment_table"]
@@ -54,27 +54,54 @@ def read_seg(
         SeriesSelectionError: the referenced series is not in ``reference``.
         ImageValueError: overlapping segments under ``overlap="error"``.
     """
+    p = Path(path)
+    ds = _open_seg(p)
+    grid = place_frames(ds, frame_geometry(ds, p), p, reference)
+    segments = segment_table(ds)
+    numbers = sorted(segments)
+    painted = _paint(ds, p, grid, numbers, stack=overlap == "stack")
+    meta = _seg_meta(ds, segments, painted.overlaps)
+    if painted.overlaps and overlap == "error":
+        pairs = ", ".join(f"segments {a} and {b} share {c} voxels" for (a, b), c in sorted(painted.overlaps.items()))
+        raise ImageValueError(
+            f"overlapping segments ({pairs}); one label per voxel would hide that: read it with "
+            "medimg.io.derived.read_seg(path, overlap='stack') for one channel per segment",
+            p,
+        )
+    if painted.stacked is not None:
+        meta["channels"] = numbers
+        return Volume(painted.stacked, grid.affine, meta)
+    return Volume(painted.labels, grid.affine, meta)
+
+
+def _open_seg(p: Path) -> Dataset:
+    """The SEG's data set, refused when it is not a Segmentation (SOP Class UID (0008,0016))."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    p = Path(path)
     try:
         ds = pydicom.dcmread(p)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise DicomReadError(f"cannot read the SEG ({type(exc).__name__}: {exc})", p) from exc
     if str(ds.get("SOPClassUID", "")) not in (SEGMENTATION_STORAGE, LABELMAP_SEGMENTATION_STORAGE):
         raise MedimgError("not a DICOM Segmentation (SOP Class UID (0008,0016))", p)
-    geom = frame_geometry(ds, p)
-    grid = place_frames(ds, geom, p, reference)
-    segments = segment_table(ds)
-    numbers = sorted(segments)
+    return ds
+
+
+class _Painted(NamedTuple):
+    labels: npt.NDArray[Any]  # one label per voxel (the last segment painted wins where they overlap)
+    stacked: npt.NDArray[np.uint8] | None  # one 0/1 channel per segment, when asked
+    overlaps: Counter[tuple[int, int]]  # voxels two segments share, by segment pair
+
+
+def _paint(ds: Dataset, p: Path, grid: Any, numbers: list[int], *, stack: bool) -> _Painted:
+    """Every frame painted onto the grid: labels (and the per-segment stack), overlaps counted."""
     labelmap = str(ds.SOPClassUID) == LABELMAP_SEGMENTATION_STORAGE
     seg_of_frame = None if labelmap else _segment_of_frames(ds, p)
     threshold = _threshold(ds)
     dtype = np.uint8 if max(numbers, default=0) <= 255 else np.uint16
-    if overlap == "stack":
-        stacked = np.zeros((*grid.shape, len(numbers)), dtype=np.uint8)
-        channel = {n: c for c, n in enumerate(numbers)}
+    stacked = np.zeros((*grid.shape, len(numbers)), dtype=np.uint8) if stack else None
+    channel = {n: c for c, n in enumerate(numbers)}
     labels = np.zeros(grid.shape, dtype=dtype)
     overlaps: Counter[tuple[int, int]] = Counter()
     for f, frame in enumerate(_iter_frames(ds, p)):
@@ -83,7 +110,7 @@ def read_seg(
         if seg_of_frame is None:
             values: npt.NDArray[Any] = plane.astype(dtype)
             hit = values > 0
-            if overlap == "stack":
+            if stacked is not None:
                 for n in np.unique(values[hit]):
                     stacked[:, :, k, channel[int(n)]] |= (values == n).astype(np.uint8)
             labels[:, :, k][hit] = values[hit]
@@ -96,10 +123,14 @@ def read_seg(
         clash = target[hit]
         for other, count in zip(*np.unique(clash[(clash > 0) & (clash != n)], return_counts=True), strict=True):
             overlaps[(int(min(other, n)), int(max(other, n)))] += int(count)
-        if overlap == "stack":
+        if stacked is not None:
             stacked[:, :, k, channel[n]] |= hit.astype(np.uint8)
         target[hit] = n
-    meta: dict[str, Any] = {
+    return _Painted(labels, stacked, overlaps)
+
+
+def _seg_meta(ds: Dataset, segments: dict[int, dict[str, str]], overlaps: Counter[tuple[int, int]]) -> dict[str, Any]:
+    return {
         "source_format": "dicom-seg",
         "modality": "SEG",
         "series_uid": str(ds.get("SeriesInstanceUID", "")),
@@ -109,17 +140,6 @@ def read_seg(
         "segments": segments,
         "overlaps": {f"{a}&{b}": c for (a, b), c in sorted(overlaps.items())},
     }
-    if overlaps and overlap == "error":
-        pairs = ", ".join(f"segments {a} and {b} share {c} voxels" for (a, b), c in sorted(overlaps.items()))
-        raise ImageValueError(
-            f"overlapping segments ({pairs}); one label per voxel would hide that: read it with "
-            "medimg.io.seg.read_seg(path, overlap='stack') for one channel per segment",
-            p,
-        )
-    if overlap == "stack":
-        meta["channels"] = numbers
-        return Volume(stacked, grid.affine, meta)
-    return Volume(labels, grid.affine, meta)
 
 
 def segment_table(ds: Dataset) -> dict[int, dict[str, str]]:

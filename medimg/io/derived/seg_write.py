@@ -11,7 +11,7 @@ Choices, stated once:
   see and sign off. It is logged (no identifiers), never refused.
 * **Classes**: a mask value without a class name is refused; 40 (or 255) classes are written as 40 (255)
   segments. Segment numbers equal the label values.
-* The frames copy their plane positions from the source instances (:mod:`medimg.io.seg.source`); the patient,
+* The frames copy their plane positions from the source instances (:mod:`medimg.io.derived.source`); the patient,
   study and Frame of Reference modules are copied from the source, so a viewer files the SEG under the
   right study. The file appears atomically: complete, or not at all.
 """
@@ -28,9 +28,9 @@ import numpy as np
 
 from medimg.errors import ImageValueError, MedimgError
 from medimg.io.atomic import atomic_path
-from medimg.io.seg.concepts import AlgorithmInfo, class_concepts, new_instance
-from medimg.io.seg.source import SourceSlices, check_on_grid, source_slices
-from medimg.io.series import Series
+from medimg.io.derived.concepts import AlgorithmInfo, class_concepts, new_instance
+from medimg.io.derived.source import SourceSlices, check_on_grid, source_slices
+from medimg.io.dicom.series import Series
 from medimg.io.volume import Volume
 
 __all__ = ["MAX_SEGMENTS", "write_seg"]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from medimg.errors import ConfigError
-from medimg.io.series import Series
+from medimg.io.dicom.series import Series
 from medimg.io.volume import Volume
 
 __all__ = ["read_if_derived"]
@@ -20,16 +20,16 @@ def read_if_derived(
     Raises:
         ConfigError: ``reference`` was given for something that is neither.
     """
-    from medimg.io.seg.listing import derived_kind
+    from medimg.io.dicom.derived_listing import derived_kind
 
     p = Path(path)
     kind = derived_kind(p) if p.is_file() else None
     if kind == "SEG":
-        from medimg.io.seg.read import read_seg
+        from medimg.io.derived.seg_read import read_seg
 
         return read_seg(p, reference=reference)
     if kind == "PM":
-        from medimg.io.parametric_map import read_parametric_map
+        from medimg.io.derived.parametric_map import read_parametric_map
 
         return read_parametric_map(p, reference=reference)
     if reference is not None:

@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from medimg.io.dicom_header import Frame
-from medimg.io.diffusion import Diffusion
-from medimg.io.geometry import GAP_ABS_TOL, Problem
+from medimg.io.dicom.diffusion import Diffusion
+from medimg.io.dicom.geometry import GAP_ABS_TOL, Problem
+from medimg.io.dicom.header import Frame
 
 __all__ = [
     "VOLUME_ATTRIBUTES",

@@ -1,7 +1,7 @@
 """``medimg convert``: every usable series under a folder to NIfTI + a patient-free JSON sidecar.
 
 A 4D series (diffusion, fMRI, DCE, cardiac phases) becomes one 4D NIfTI; a diffusion series also gets FSL's
-``.bval``/``.bvec`` beside it, in dcm2niix's convention (see :func:`medimg.io.diffusion.fsl_bvecs`). With
+``.bval``/``.bvec`` beside it, in dcm2niix's convention (see :func:`medimg.io.dicom.diffusion.fsl_bvecs`). With
 ``split_4d`` each volume is written as its own 3D file (``_vol0000`` ...) instead. Different echoes of one series are
 written as separate files suffixed ``_e1``, ``_e2`` ..., as dcm2niix does.
 """
@@ -20,9 +20,9 @@ import numpy as np
 from medimg._version import __version__
 from medimg.errors import MedimgError
 from medimg.io.atomic import atomic_write_text
+from medimg.io.dicom.scan import scan
+from medimg.io.dicom.series import Series
 from medimg.io.load import PhilipsScaling, UnevenPolicy, load_series
-from medimg.io.scan import scan
-from medimg.io.series import Series
 from medimg.io.volume import Volume
 
 __all__ = ["ConversionReport", "convert", "sidecar"]

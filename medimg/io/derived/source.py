@@ -19,14 +19,14 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from medimg.errors import MedimgError, SeriesGeometryError, SeriesSelectionError
-from medimg.io.orientation import lps_to_ras_affine
-from medimg.io.series import (
+from medimg.io.dicom.series import (
     DERIVED_SOP_CLASSES,
     LABELMAP_SEGMENTATION_STORAGE,
     PARAMETRIC_MAP_STORAGE,
     SEGMENTATION_STORAGE,
     Series,
 )
+from medimg.io.orientation import lps_to_ras_affine
 from medimg.io.volume import GRID_TOLERANCE_MM, Volume, is_nifti
 
 __all__ = [
@@ -148,7 +148,7 @@ def check_on_grid(volume: Volume, src: SourceSlices, what: str) -> None:
 
 
 def _pick_series(path: Path) -> Series:
-    from medimg.io.scan import scan
+    from medimg.io.dicom.scan import scan
 
     if not path.exists():
         raise MedimgError("no such file or folder", path)

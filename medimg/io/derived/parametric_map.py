@@ -1,7 +1,7 @@
 """An explanation heatmap as a DICOM Parametric Map (PS3.3 A.75), written with highdicom, and read back.
 
 The map is stored per source slice, each frame on its source slice's plane position (see
-:mod:`medimg.io.seg.source`), so a viewer can overlay it on the CT/MR it explains. Its values are given
+:mod:`medimg.io.derived.source`), so a viewer can overlay it on the CT/MR it explains. Its values are given
 meaning by the Real World Value Mapping Sequence (0040,9096): unit "arbitrary unit" (UCUM ``[arb'U]``), LUT
 Label (0040,9210) ``ATTENTION`` and an LUT Explanation (0028,3003) naming the method, target class and layer,
 which Content Description (0070,0081) repeats. Two encodings:
@@ -22,10 +22,10 @@ import numpy.typing as npt
 
 from medimg.errors import DicomReadError, ImageValueError, MedimgError
 from medimg.io.atomic import atomic_path
-from medimg.io.seg.concepts import AlgorithmInfo, new_instance
-from medimg.io.seg.grid import frame_geometry, place_frames, referenced_series_uids
-from medimg.io.seg.source import PARAMETRIC_MAP_STORAGE, SourceSlices, check_on_grid, source_slices
-from medimg.io.series import Series
+from medimg.io.derived.concepts import AlgorithmInfo, new_instance
+from medimg.io.derived.grid import frame_geometry, place_frames, referenced_series_uids
+from medimg.io.derived.source import PARAMETRIC_MAP_STORAGE, SourceSlices, check_on_grid, source_slices
+from medimg.io.dicom.series import Series
 from medimg.io.volume import Volume
 
 __all__ = ["read_parametric_map", "write_parametric_map"]
@@ -81,37 +81,10 @@ def write_parametric_map(
     out = Path(out)
     src = source if isinstance(source, SourceSlices) else source_slices(source, purpose="a DICOM Parametric Map")
     check_on_grid(heatmap, src, "heatmap")
-    values = np.asarray(heatmap.array, dtype=np.float32)
-    if values.ndim != 3:
-        raise ImageValueError(f"a Parametric Map is written from a 3D heatmap, got shape {values.shape}", out)
-    if not np.all(np.isfinite(values)) or (values.size and float(values.min()) < 0):
-        raise ImageValueError("the heatmap holds NaN, infinite or negative values; nothing written", out)
-    top = float(values.max()) if values.size else 0.0
+    values = _checked_values(heatmap, out)
     text = describe(method, label, label_name, layer)
-    if encoding == "float32":
-        pixels: npt.NDArray[Any] = src.frames_from_volume(values)
-        value_range: tuple[float, float] | tuple[int, int] = (0.0, max(top, 1.0))
-        slope = 1.0
-    elif encoding == "uint16":
-        slope = max(top, float(np.finfo(np.float32).tiny)) / _UINT16_MAX
-        pixels = src.frames_from_volume(np.rint(values / slope).astype(np.uint16))
-        value_range = (0, _UINT16_MAX)
-    else:
-        raise MedimgError(f"encoding must be 'float32' or 'uint16', got {encoding!r}")
+    pixels, mapping, window = _encoded(values, src, text, encoding)
     algorithm = algorithm or AlgorithmInfo("medimg", __version__)
-    mapping = hd.pm.RealWorldValueMapping(
-        lut_label="ATTENTION",
-        lut_explanation=text,
-        unit=hd.sr.CodedConcept(value="[arb'U]", scheme_designator="UCUM", meaning="arbitrary unit"),
-        value_range=value_range,
-        slope=slope,
-        intercept=0.0 if encoding == "float32" else 0,
-    )
-    # the display window spans the stored values; LINEAR_EXACT allows a width below 1 (C.11.2.1.3.2)
-    stored_top = float(top or 1.0) if encoding == "float32" else float(_UINT16_MAX)
-    window = hd.VOILUTTransformation(
-        window_center=stored_top / 2, window_width=stored_top, voi_lut_function="LINEAR_EXACT"
-    )
     try:
         pm = hd.pm.ParametricMap(
             source_images=src.datasets,
@@ -136,12 +109,54 @@ def write_parametric_map(
     return out
 
 
+def _checked_values(heatmap: Volume, out: Path) -> npt.NDArray[np.float32]:
+    """The heatmap as float32, refused unless 3D, finite and non-negative."""
+    values = np.asarray(heatmap.array, dtype=np.float32)
+    if values.ndim != 3:
+        raise ImageValueError(f"a Parametric Map is written from a 3D heatmap, got shape {values.shape}", out)
+    if not np.all(np.isfinite(values)) or (values.size and float(values.min()) < 0):
+        raise ImageValueError("the heatmap holds NaN, infinite or negative values; nothing written", out)
+    return values
+
+
+def _encoded(values: npt.NDArray[np.float32], src: SourceSlices, text: str, encoding: Encoding) -> tuple[Any, Any, Any]:
+    """(frames, Real World Value Mapping, display window) of the values in ``encoding``: float32 as they are, or
+    uint16 scaled so the maximum is 65535 with the slope in the mapping."""
+    import highdicom as hd
+
+    top = float(values.max()) if values.size else 0.0
+    if encoding == "float32":
+        pixels: npt.NDArray[Any] = src.frames_from_volume(values)
+        value_range: tuple[float, float] | tuple[int, int] = (0.0, max(top, 1.0))
+        slope = 1.0
+    elif encoding == "uint16":
+        slope = max(top, float(np.finfo(np.float32).tiny)) / _UINT16_MAX
+        pixels = src.frames_from_volume(np.rint(values / slope).astype(np.uint16))
+        value_range = (0, _UINT16_MAX)
+    else:
+        raise MedimgError(f"encoding must be 'float32' or 'uint16', got {encoding!r}")
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="ATTENTION",
+        lut_explanation=text,
+        unit=hd.sr.CodedConcept(value="[arb'U]", scheme_designator="UCUM", meaning="arbitrary unit"),
+        value_range=value_range,
+        slope=slope,
+        intercept=0.0 if encoding == "float32" else 0,
+    )
+    # the display window spans the stored values; LINEAR_EXACT allows a width below 1 (C.11.2.1.3.2)
+    stored_top = float(top or 1.0) if encoding == "float32" else float(_UINT16_MAX)
+    window = hd.VOILUTTransformation(
+        window_center=stored_top / 2, window_width=stored_top, voi_lut_function="LINEAR_EXACT"
+    )
+    return pixels, mapping, window
+
+
 def read_parametric_map(
     path: str | os.PathLike[str], *, reference: str | os.PathLike[str] | Series | None = None
 ) -> Volume:
     """Read a Parametric Map into a float32 :class:`Volume` of real-world values (the first value mapping's
     slope and intercept applied) on the grid of the image it references; ``reference`` as for
-    :func:`medimg.io.seg.read_seg`."""
+    :func:`medimg.io.derived.read_seg`."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels.utils import iter_pixels

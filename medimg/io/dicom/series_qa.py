@@ -1,7 +1,7 @@
 """The geometry and encoding QA of one grouped series: what ``medimg scan`` reports per series.
 
 A decoder for the transfer syntax, possible geometry values on modalities that always have one, patient geometry
-on every frame, Pixel Spacing, then the stack analysis (:func:`medimg.io.geometry.analyse_stack`: order along the
+on every frame, Pixel Spacing, then the stack analysis (:func:`medimg.io.dicom.geometry.analyse_stack`: order along the
 normal, gaps, tilt) and, for a 4D series, every volume in the first one's slice order with a word on its
 diffusion encoding. Problems are attached to the series; nothing here reads pixels.
 """
@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medimg.io.dicom_header import PATIENT_GEOMETRY_MODALITIES
-from medimg.io.dicom_pixels import decoder_problem
-from medimg.io.geometry import Problem, StackGeometry, analyse_stack
-from medimg.io.volume_split import along
+from medimg.io.dicom.geometry import Problem, StackGeometry, analyse_stack
+from medimg.io.dicom.header import PATIENT_GEOMETRY_MODALITIES
+from medimg.io.dicom.pixels import decoder_problem
+from medimg.io.dicom.volume_split import along
 
 if TYPE_CHECKING:
-    from medimg.io.series import Series
+    from medimg.io.dicom.series import Series
 
 __all__ = ["check_series"]
 

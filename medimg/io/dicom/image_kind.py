@@ -1,6 +1,6 @@
 """What kind of image a file holds, by the vendor's rules behind one dispatcher: the complex image component
 (magnitude, phase, real, imaginary, a B0 field map) and how many slices one volume of a classic multi-volume
-series has. Each vendor's private tags live in its own file (:mod:`medimg.io.ge`, :mod:`medimg.io.philips`);
+series has. Each vendor's private tags live in its own file (:mod:`medimg.io.dicom.ge`, :mod:`medimg.io.dicom.philips`);
 this module asks the standard attributes first, then the vendor's.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
-from medimg.io.dicom_raw import get_value
-from medimg.io.ge import ge_image_part, ge_slices_per_volume, is_ge
-from medimg.io.philips import is_philips, philips_image_part
+from medimg.io.dicom.ge import ge_image_part, ge_slices_per_volume, is_ge
+from medimg.io.dicom.philips import is_philips, philips_image_part
+from medimg.io.dicom.raw import get_value
 
 __all__ = ["IMAGE_PARTS", "frame_part", "image_part", "slices_per_volume"]
 
