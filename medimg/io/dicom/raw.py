@@ -34,6 +34,10 @@ QUICK_PARSE = True
 _QUICK_BYTES = 1 << 16
 _LONG_QUICK_BYTES = 1 << 20  # vendors' private headers (Toshiba: ~80 kB) before Pixel Data
 _LONG_HEADERS = [False]  # whether the last file needed the long read (files of one folder come alike)
+#: The private groups medimg reads (Siemens CSA (0029) and MR header (0019), GE (0019/0021/0043), Philips
+#: (2001/2005), see medimg.io.dicom.vendor_tags); other vendors' private elements -- often most of a GE or
+#: Toshiba header -- are skipped by the quick reader (their Private Creators (gggg,0010-00FF) are kept).
+PRIVATE_GROUPS_READ = frozenset({0x0019, 0x0021, 0x0029, 0x0043, 0x2001, 0x2005})
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _PIXEL_DATA = 0x7FE00010
 _PIXEL_DATA_LE = b"\xe0\x7f\x10\x00"
@@ -146,9 +150,11 @@ def quick_parse(data: bytes) -> tuple[Dataset, int | None] | None:
             return None
         else:
             after = start + length
-        target._dict[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag), vr.decode("ascii"), length, data[start : start + length], start, False, True
-        )
+        if not (group & 1) or group in PRIVATE_GROUPS_READ or element < 0x0100:
+            key = BaseTag(tag)
+            target._dict[key] = RawDataElement(
+                key, vr.decode("ascii"), length, data[start : start + length], start, False, True
+            )
         pos = after
     return None
 
