@@ -10,6 +10,12 @@
    their own geometry. medimg runs are scored from their best validation checkpoint with ``medimg segment``'s
    function; the plain loop from its final weights. The planned config and the plain loop run ``--seeds`` times
    (seeds 0, 1, ...: a single 100 s run moves by a few hundredths), the tutorial recipe once.
+   Third task (issue 32): ``Organ-Lesion-MR``, MR-like at 0.9 x 0.9 x 4 mm, ~128 x 128 x 24 voxels, 12 training
+   cases, an organ (label 1) and a small bright lesion inside it (label 2, under 1 % of the foreground voxels),
+   made from the project's phantom generator (:func:`organ_lesion_msd`). Its plain loop is the issue's 40 lines:
+   patch 96 x 96 x 16, UNet 16..128, batch 2, 2/3 of the crops centred on foreground. Per-class Dice in the
+   table, and the training steps each run made (from the last checkpoint's ``global_step``). ``--tasks`` picks the
+   tasks (``--tasks Organ-Lesion-MR --seeds 2 --budget 180``: a reduced run, written to its own section).
 2. Planning side by side with nnU-Net v2 (``ExperimentPlanner``, 8 GB GPU target) on the same datasets converted to
    its raw layout: target spacing, patch size, pooling per axis, batch; medimg planned for the same 8 GB GPU
    budget (memory counted on the meta device, no GPU here).
@@ -37,16 +43,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _plan_lesion import LESION_KW, LESION_PLAIN, LESION_TASK, lesion_fraction, lesion_row, organ_lesion_msd
 from _report import update_section
 
 from medimg.data.datasets import read_msd
 from medimg.data.phantoms import make_phantom_msd
-from medimg.tasks.metrics import dice
+from medimg.tasks.metrics import dice, dice_per_class
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,16 +79,26 @@ def held_out(root: Path) -> list[tuple[Path, Path]]:
     return [(p, root / "labelsTs" / p.name) for p in sorted((root / "imagesTs").glob("*.nii.gz"))]
 
 
-def score_checkpoint(run: Path, root: Path) -> float:
+def score_checkpoint(run: Path, root: Path, classes: tuple[int, ...] = ()) -> float | dict[int, float]:
+    """Mean held-out Dice of the run's best checkpoint (any foreground), or per class of ``classes``."""
+    from medimg.inference import segment
     from medimg.io import load
-    from medimg.tasks.inference import segment
 
     ckpts = sorted((run / "checkpoints").glob("best-*.ckpt")) or [run / "checkpoints" / "last.ckpt"]
-    scores = []
+    scores, per_class = [], []
     for image, label in held_out(root):
         mask = segment(ckpts[-1], image, run / f"pred_{image.name}", device="cpu")
-        scores.append(dice(np.asarray(mask.array), np.asarray(load(label).array)))
+        pred, truth = np.asarray(mask.array), np.asarray(load(label).array)
+        scores.append(dice(pred, truth))
+        per_class.append(dice_per_class(pred, truth, classes))
+    if classes:
+        return {c: float(np.mean([d[c] for d in per_class])) for c in classes}
     return float(np.mean(scores))
+
+
+def trained_steps(run: Path) -> int:
+    """The optimiser steps a medimg run made (its last checkpoint's ``global_step``)."""
+    return int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
 
 
 def medimg_fit(config: Path, root: Path, out: Path, budget: float, *extra: str) -> tuple[float, float]:
@@ -92,12 +110,32 @@ def medimg_fit(config: Path, root: Path, out: Path, budget: float, *extra: str) 
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra]  # fmt: skip
     t0 = time.perf_counter()
     run_cli(args)
-    return time.perf_counter() - t0, score_checkpoint(out, root)
+    return time.perf_counter() - t0, score_checkpoint(out, root)  # type: ignore[return-value]
 
 
-def plain_loop(root: Path, patch: tuple[int, ...], intensity: str, budget: float, seed: int = 0) -> tuple[float, float]:
+def medimg_fit_classes(
+    config: Path, root: Path, out: Path, budget: float, seed: int
+) -> tuple[float, dict[int, float], int]:
+    """A seeded planned fit scored per class: (wall s, {class: held-out Dice}, steps)."""
+    from medimg.tasks.lightning_cli import run_cli
+
+    mm, ss = divmod(int(budget), 60)
+    args = ["fit", "--config", str(config), "--data.dataset_dir", str(root), "--trainer.accelerator", "cpu",
+            "--trainer.max_time", f"00:00:{mm:02d}:{ss:02d}", "--trainer.default_root_dir", str(out),
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--seed_everything", str(seed), "--data.seed", str(seed)]  # fmt: skip
+    t0 = time.perf_counter()
+    run_cli(args)
+    wall = time.perf_counter() - t0
+    return wall, score_checkpoint(out, root, (1, 2)), trained_steps(out)  # type: ignore[return-value]
+
+
+def plain_loop(root: Path, patch: tuple[int, ...], intensity: str, budget: float, seed: int = 0,
+               **lesion: Any) -> tuple[float, Any]:  # fmt: skip
     """The plain MONAI loop of the issue: cached data, label-balanced patches of a hand-chosen size, UNet 16..256,
-    Dice+CE, AdamW, for ``budget`` seconds; scored with a sliding window in the cases' own grid."""
+    Dice+CE, AdamW, for ``budget`` seconds; scored with a sliding window in the cases' own grid. ``lesion``: issue
+    32's loop instead (:data:`LESION_PLAIN`): three classes, its channels, batch and crop ratio; then the result is
+    (wall s, ({class: Dice}, steps))."""
     from monai import transforms as T
     from monai.data import CacheDataset, DataLoader, list_data_collate
     from monai.inferers import sliding_window_inference
@@ -111,31 +149,39 @@ def plain_loop(root: Path, patch: tuple[int, ...], intensity: str, budget: float
     )
     prep = [T.LoadImaged(["image", "label"]), T.EnsureChannelFirstd(["image", "label"]), norm,
             T.SpatialPadd(["image", "label"], patch)]  # fmt: skip
-    train = T.Compose([*prep, T.RandCropByPosNegLabeld(["image", "label"], "label", patch, 1, 1, 2),
+    pos, samples, batch = lesion.get("pos", 1.0), lesion.get("num_samples", 2), lesion.get("batch", 2)
+    channels = tuple(lesion.get("channels", (16, 32, 64, 128, 256)))
+    train = T.Compose([*prep, T.RandCropByPosNegLabeld(["image", "label"], "label", patch, pos, 1, samples),
                        T.RandFlipd(["image", "label"], 0.1, 0)])  # fmt: skip
     cases = read_msd(root).training
-    loader = DataLoader(CacheDataset(cases, train, progress=False), batch_size=2, shuffle=True,
+    loader = DataLoader(CacheDataset(cases, train, progress=False), batch_size=batch, shuffle=True,
                         collate_fn=list_data_collate)  # fmt: skip
     torch.manual_seed(seed)
-    net = UNet(3, 1, 2, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)
+    n_out = 3 if lesion else 2
+    net = UNet(3, 1, n_out, channels, (2,) * (len(channels) - 1), num_res_units=2)
     loss_fn, opt = DiceCELoss(to_onehot_y=True, softmax=True), torch.optim.AdamW(net.parameters(), 1e-3)
-    t0 = time.perf_counter()
+    t0, steps = time.perf_counter(), 0
     while time.perf_counter() - t0 < budget:
         for b in loader:
             opt.zero_grad()
             loss_fn(net(b["image"]), b["label"]).backward()
             opt.step()
+            steps += 1
             if time.perf_counter() - t0 >= budget:
                 break
     wall = time.perf_counter() - t0
     net.eval()
-    scores = []
+    scores, per_class = [], []
     infer = T.Compose(prep[:3])
     with torch.no_grad():
         for image, label in held_out(root):
             d = infer({"image": str(image), "label": str(label)})
             logits = sliding_window_inference(d["image"][None], patch, 4, net, overlap=0.25, mode="gaussian")
-            scores.append(dice(logits.argmax(1)[0].numpy(), d["label"][0].numpy()))
+            pred, truth = logits.argmax(1)[0].numpy(), d["label"][0].numpy()
+            scores.append(dice(pred, truth))
+            per_class.append(dice_per_class(pred, truth, (1, 2)))
+    if lesion:
+        return wall, ({c: float(np.mean([d[c] for d in per_class])) for c in (1, 2)}, steps)
     return wall, float(np.mean(scores))
 
 
@@ -237,17 +283,75 @@ NNUNET_DIFFERENCES = [
 ]
 
 
+#: the BENCHMARKS.md section of the third task
+LESION_SECTION = "Planning for the clock and for small structures (issue 32)"
+
+
+def lesion_bench(work: Path, budget: float, seeds: int) -> list[str]:
+    """Issue 32's task: the planned fit and the issue's plain loop, ``seeds`` runs each, interleaved."""
+    from medimg.plan import plan_dataset
+
+    root = organ_lesion_msd(work / "Task_Lesion", **LESION_KW)  # type: ignore[arg-type]
+    start_load = load_note()
+    t0 = time.perf_counter()
+    plan, cfg = plan_dataset(root, work / "plan_lesion.yaml", device="cpu", time_budget=budget)
+    plan_s = time.perf_counter() - t0
+    print("\n".join(plan.summary), flush=True)
+    planned: list[tuple[float, dict[int, float], int]] = []
+    plain: list[tuple[float, dict[int, float], int]] = []
+    lp = LESION_PLAIN
+    loop = {k: v for k, v in lp.items() if k != "patch"}
+    for seed in range(seeds):
+        planned.append(medimg_fit_classes(cfg, root, work / f"run_lesion_{seed}", budget, seed))
+        wall, (per_class, steps) = plain_loop(root, lp["patch"], "mr", budget, seed, **loop)  # type: ignore[arg-type]
+        plain.append((wall, per_class, steps))
+        print(LESION_TASK, seed, "planned", planned[-1], "plain", plain[-1], flush=True)
+    fractions = [lesion_fraction(root / "labelsTr" / f.name) for f in sorted((root / "labelsTr").glob("*.nii.gz"))]
+    return [
+        f"Task {LESION_TASK}: {LESION_KW['n_cases']} training cases ~{list(LESION_KW['shape'])} voxels at "
+        f"{list(LESION_KW['spacing'])} mm, an organ and a lesion inside it (lesion {min(fractions):.2%}.."
+        f"{max(fractions):.2%} of each case's foreground voxels); held-out Dice per class over {LESION_KW['n_test']} "
+        f"unseen cases. CPU, 2 threads; training budget {budget:.0f} s per run, {seeds} seed(s) per contender "
+        f"(interleaved). {start_load} At the end: {os.getloadavg()[0]:.1f}.",
+        "",
+        "| pipeline | planning s | fit wall s | steps | mean Dice (organ, lesion) | organ | lesion | runs (mean) |",
+        "|---|---|---|---|---|---|---|---|",
+        lesion_row(f"`medimg plan` + `medimg fit` ({plan.summary[3]})", f"{plan_s:.0f}", planned),
+        lesion_row(
+            f"plain MONAI loop, patch {list(lp['patch'])}, UNet 16..128, batch 2, 2/3 on foreground", "-", plain
+        ),
+        "",
+        f"The plan's patch reason: {plan.reasons['data.init_args.patch_size']}",
+        "",
+        f"Its foreground sampling: {plan.reasons['data.init_args.foreground_sampling']}",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=float, default=100.0, help="training seconds per run")
+    ap.add_argument("--budget", type=float, default=100.0, help="training seconds per run (issue 32's task: 300)")
     ap.add_argument("--seeds", type=int, default=3, help="runs of the planned config and of the plain loop")
+    ap.add_argument("--tasks", nargs="+", default=[*TASKS, LESION_TASK], choices=[*TASKS, LESION_TASK])
     ap.add_argument("--nnunet-site", default="/tmp/nnu_site")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--update-md", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="plan_bench_"))
-    roots = {task: make_phantom_msd(work / f"Task_{task}", **kw) for task, (kw, _, _) in TASKS.items()}
+    if LESION_TASK in args.tasks and not args.skip_train:
+        text = "\n".join(lesion_bench(work, args.budget, args.seeds))
+        print(text, flush=True)
+        if args.update_md:
+            update_section(LESION_SECTION, text)
+    if any(t in TASKS for t in args.tasks):
+        issue11(args, work)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def issue11(args: argparse.Namespace, work: Path) -> None:
+    """The two tasks of issue 11 and the nnU-Net side by side, written to that section."""
+    roots = {task: make_phantom_msd(work / f"Task_{task}", **kw) for task, (kw, _, _) in TASKS.items()
+             if task in args.tasks}  # fmt: skip
     n_test = len(held_out(next(iter(roots.values()))))
     lines = [
         f"CPU, 2 threads; torch {torch.__version__}. Training budget {args.budget:.0f} s of wall-clock per run "
@@ -286,7 +390,6 @@ def main() -> None:
     print(text)
     if args.update_md:
         update_section("Planning a dataset (issue 11)", text)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,9 @@ from medimg.data.phantoms import make_phantom_msd, make_phantom_nnunet
 from medimg.errors import ConfigError
 from medimg.plan import Budget, fingerprint_dataset, make_plan, parse_duration, parse_size
 from medimg.plan.measure import Measurement
-from medimg.plan.planner import (
-    MIN_STEPS_PER_EPOCH,
-    VALIDATION_TIME_SHARE,
-    median_resampled_shape,
-    schedule,
-    sliding_windows,
-    target_spacing,
-)
+from medimg.plan.planner import median_resampled_shape, target_spacing
+from medimg.plan.schedule import MIN_STEPS_PER_EPOCH, VALIDATION_TIME_SHARE, schedule, sliding_windows
+from medimg.plan.time_rule import MIN_STEPS_CPU, TRAIN_TIME_SHARE, Candidate, choose_by_time, monotone
 from medimg.plan.topology import MIN_FEATURE_EDGE, fit_patch, topology
 from medimg.tasks.optim import COOLDOWN_SHARE, adamw_cosine, stable_then_cosine
 
@@ -310,3 +305,60 @@ def test_stable_then_cosine_holds_then_anneals_to_zero():
     assert stable_then_cosine(1.0) == pytest.approx(0.0, abs=1e-12)
     values = [stable_then_cosine(p / 100) for p in range(101)]
     assert all(b <= a for a, b in itertools.pairwise(values))
+
+
+#: issue 32's task: 128 x 128 x 24 at 0.9 x 0.9 x 4 mm; candidates largest first, step seconds as measured there
+#: (the whole image 1.39 s) and scaled by voxels for the smaller ones
+ISSUE32 = [((128, 128, 24), 1.39), ((112, 112, 24), 1.05), ((96, 96, 16), 0.47), ((64, 64, 16), 0.21)]
+
+
+@pytest.mark.parametrize(
+    ("budget_s", "timings", "expected"),
+    [
+        (300.0, ISSUE32, (96, 96, 16)),  # short budget, slow whole-image step: a smaller patch, >= 500 steps
+        (3600.0, ISSUE32, (128, 128, 24)),  # an hour: the whole image leaves ~2000 steps
+        (300.0, [((128, 128, 24), 0.30), ((96, 96, 16), 0.10)], (128, 128, 24)),  # a fast machine keeps it
+        (30.0, ISSUE32, (64, 64, 16)),  # none leaves 500 steps: the smallest candidate (the context floor)
+        (300.0, [((128, 128, 24), None), ((96, 96, 16), 0.6), ((64, 64, 16), 0.3)], (64, 64, 16)),  # untimed = slow
+        # a smaller patch read slower than a larger one (others' load): it is no slower than the larger one
+        (300.0, [((128, 128, 24), 1.39), ((96, 96, 16), 0.47), ((64, 64, 16), 1.9)], (96, 96, 16)),
+        (60.0, [((128, 128, 24), 1.39), ((96, 96, 16), 0.09), ((64, 64, 16), 1.9)], (96, 96, 16)),
+    ],
+)
+def test_time_rule_trades_context_for_steps(budget_s, timings, expected):
+    choice = choose_by_time([Candidate(p, t) for p, t in timings], budget_s)
+    assert timings[choice.index][0] == expected
+    assert choice.step_limit_s == pytest.approx(budget_s * TRAIN_TIME_SHARE / MIN_STEPS_CPU)
+    steps_s = monotone([Candidate(p, t) for p, t in timings])
+    assert all(a is None or b is None or b <= a for a, b in itertools.pairwise(steps_s))  # smaller: never slower
+    if any(t is not None and t <= choice.step_limit_s for t in steps_s):
+        assert steps_s[choice.index] <= choice.step_limit_s  # the chosen step leaves MIN_STEPS_CPU steps ...
+        assert all(t is None or t > choice.step_limit_s for t in steps_s[: choice.index])  # ... no larger one does
+    assert "MIN_STEPS_CPU" in choice.reason and f"{list(expected)}" in choice.reason and "<- chosen" in choice.reason
+
+
+@pytest.mark.parametrize("name", ["brain_iso", "abdomen_aniso"])
+def test_gpu_plan_keeps_nnunets_rule_whatever_the_time_budget(phantoms, name):
+    fp = fingerprint_dataset(phantoms[name])
+    short = make_plan(fp, Budget("cuda", 8e9, 60.0, "meta"), phantoms[name])
+    long = make_plan(fp, GPU_BUDGET, phantoms[name])
+    assert short.value("data.init_args.patch_size") == long.value("data.init_args.patch_size")
+    reason = short.reasons["data.init_args.patch_size"]
+    assert "largest patch the memory allows" in reason and "time rule" not in reason
+
+
+def test_cpu_plan_reasons_state_the_time_rule_and_the_sampling(phantoms):
+    fp = fingerprint_dataset(phantoms["brain_iso"])
+    plan = make_plan(fp, CPU_BUDGET, phantoms["brain_iso"])
+    reason = plan.reasons["data.init_args.patch_size"]
+    assert "CPU time rule" in reason and f">= {MIN_STEPS_CPU} steps" in reason and "<- chosen" in reason
+    assert plan.value("data.init_args.foreground_sampling") == "classes"
+    assert "split equally among the foreground classes" in plan.reasons["data.init_args.foreground_sampling"]
+    assert plan.value("data.init_args.patch_size") in [[int(v) for v in c.split(", ")] for c in
+                                                       _chosen(reason)]  # fmt: skip
+
+
+def _chosen(reason: str) -> list[str]:
+    import re
+
+    return re.findall(r"\[([0-9, ]+)\] [0-9.]+ s (?:\(read [0-9.]+ s\) )?\([0-9]+ steps\) <- chosen", reason)

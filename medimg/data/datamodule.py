@@ -12,7 +12,13 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from medimg.data.datasets import CaseList, case_name, read_csv_manifest, read_dataset, split_cases
 from medimg.errors import ConfigError
-from medimg.transforms.pipelines import AUGMENTATION_PRESETS, Preprocessing, augmentation, preprocessing
+from medimg.transforms.pipelines import (
+    AUGMENTATION_PRESETS,
+    FOREGROUND_SAMPLING,
+    Preprocessing,
+    augmentation,
+    preprocessing,
+)
 
 __all__ = ["EpochSeededSampler", "SegmentationDataModule"]
 
@@ -79,6 +85,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         samples_per_volume: random patches drawn from each volume per step (RandCropByPosNegLabeld).
         pos_neg_ratio: foreground-centred to background-centred patches (0.5: a third of the patches are
             centred on foreground, nnU-Net's oversampling).
+        foreground_sampling: where a foreground-centred patch is centred: ``"any"`` foreground voxel (MONAI's
+            ``RandCropByPosNegLabeld``; a small class inside a large one is rarely the centre) or, by
+            ``"classes"``, a voxel of a class drawn uniformly among the foreground classes the case holds
+            (nnU-Net's rule, :class:`medimg.transforms.sampling.RandCropByClassesd`; ``medimg plan`` sets it).
         batch_size: volumes per batch (so ``batch_size * samples_per_volume`` patches).
         epoch_length: volumes drawn per epoch (default: the number of training cases); set it to decouple
             epochs from dataset size, as nnU-Net's 250 iterations per epoch do.
@@ -100,6 +110,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         patch_size: tuple[int, int, int] = (96, 96, 96),
         samples_per_volume: int = 4,
         pos_neg_ratio: float = 1.0,
+        foreground_sampling: Literal["any", "classes"] = "any",
         batch_size: int = 2,
         num_workers: int = 4,
         epoch_length: int | None = None,
@@ -111,6 +122,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if (dataset_dir is None) == (manifest is None):
             raise ConfigError("give exactly one of --data.dataset_dir (MSD folder) or --data.manifest (CSV)")
+        if foreground_sampling not in FOREGROUND_SAMPLING:
+            raise ConfigError(f"foreground_sampling must be one of {', '.join(FOREGROUND_SAMPLING)}, got "
+                              f"{foreground_sampling!r}")  # fmt: skip
         if augment not in AUGMENTATION_PRESETS:
             raise ConfigError(f"augment must be one of {', '.join(AUGMENTATION_PRESETS)}, got {augment!r}")
         sp, win, patch, stats = tuple(spacing), tuple(ct_window), tuple(patch_size), tuple(ct_stats)
@@ -191,6 +205,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             image_threshold=self.preprocessing.background_threshold,
             preset=self.hp.augment,
             modality=self.preprocessing.modality,
+            foreground_sampling=self.hp.foreground_sampling,
+            num_classes=self.num_classes,
         )
         self.train_ds = Dataset(Subset(cached, train_idx), transform=self.augment)  # type: ignore[arg-type]
         self.val_ds = Subset(cached, val_idx)

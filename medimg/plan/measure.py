@@ -75,8 +75,11 @@ def measure_step(
     device: str,
     *,
     timed: bool = True,
+    repeats: int = TIMED_STEPS,
+    time_inference: bool = True,
 ) -> Measurement:
-    """Memory (bytes) and seconds of one training step of ``batch`` patches of ``patch`` voxels."""
+    """Memory (bytes) and seconds of one training step of ``batch`` patches of ``patch`` voxels: the fastest of
+    ``repeats`` timed steps after a warm-up, and (``time_inference``) of as many inference forwards."""
     from monai.losses import DiceCELoss
 
     shape = (batch, in_channels, *patch)
@@ -97,7 +100,7 @@ def measure_step(
         torch.cuda.reset_peak_memory_stats()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     times = []
-    for i in range(1 + (TIMED_STEPS if timed else 0)):
+    for i in range(1 + (repeats if timed else 0)):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
@@ -109,10 +112,10 @@ def measure_step(
         if i > 0:
             times.append(time.perf_counter() - t0)
     infer = []
-    if timed:
+    if timed and time_inference:
         net.eval()
         with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-            for _ in range(TIMED_STEPS):
+            for _ in range(repeats):
                 t0 = time.perf_counter()
                 net(x)
                 if device == "cuda":

@@ -19,12 +19,14 @@ from medimg.io.volume import GRID_TOLERANCE_MM
 
 __all__ = [
     "AUGMENTATION_PRESETS",
+    "FOREGROUND_SAMPLING",
     "SCANNER_SHIFT_RANGES",
     "LoadVolumed",
     "Preprocessing",
     "augmentation",
     "check_same_grid",
     "classification_input_steps",
+    "patch_sampler",
     "preprocessing",
     "scanner_shift",
     "stack_channels",
@@ -32,6 +34,10 @@ __all__ = [
 
 #: the training augmentation presets (``--data.augment``); the first is the default
 AUGMENTATION_PRESETS = ("default", "scanner_shift")
+#: ``--data.foreground_sampling``: ``"any"`` foreground voxel centres a foreground patch (MONAI's
+#: ``RandCropByPosNegLabeld``, the default), or a voxel of a class drawn among those present (``"classes"``,
+#: nnU-Net's rule: :class:`medimg.transforms.sampling.RandCropByClassesd`)
+FOREGROUND_SAMPLING = ("any", "classes")
 
 
 @dataclass(frozen=True)
@@ -286,34 +292,33 @@ def augmentation(
     image_threshold: float = 0.0,
     preset: str = "default",
     modality: str = "CT",
+    foreground_sampling: str = "any",
+    num_classes: int = 2,
 ) -> Any:
-    """The random part, per step: label-balanced patches (RandCropByPosNegLabeld), flips, 90-degree rotations,
-    intensity scale/shift -- the MONAI spleen tutorial's recipe; ``preset="scanner_shift"`` adds
-    :func:`scanner_shift` with ``modality``'s ranges.
+    """The random part, per step: label-balanced patches, flips, 90-degree rotations, intensity scale/shift -- the
+    MONAI spleen tutorial's recipe; ``preset="scanner_shift"`` adds :func:`scanner_shift` with ``modality``'s ranges.
 
     ``pos / (pos + neg)`` of the patches are centred on a foreground voxel; the others on a background voxel whose
     (preprocessed) intensity is above ``image_threshold`` (0 = above the CT window's lower bound in ``"ct"`` mode).
+    ``foreground_sampling="any"`` centres them on any foreground voxel (MONAI's ``RandCropByPosNegLabeld``);
+    ``"classes"`` splits them equally among the foreground classes of ``num_classes`` present in the case
+    (nnU-Net's rule, :class:`medimg.transforms.sampling.RandCropByClassesd`).
     """
     from medimg.errors import ConfigError
 
     if preset not in AUGMENTATION_PRESETS:
         raise ConfigError(f"augmentation preset must be one of {', '.join(AUGMENTATION_PRESETS)}, got {preset!r}")
+    if foreground_sampling not in FOREGROUND_SAMPLING:
+        raise ConfigError(
+            f"foreground_sampling must be one of {', '.join(FOREGROUND_SAMPLING)}, got {foreground_sampling!r}"
+        )
     shift = scanner_shift(modality) if preset == "scanner_shift" else []
     from monai import transforms as T
 
     keys = ["image", "label"]
     return T.Compose(
         [
-            T.RandCropByPosNegLabeld(
-                keys=keys,
-                label_key="label",
-                spatial_size=tuple(patch_size),
-                pos=pos,
-                neg=neg,
-                num_samples=samples_per_volume,
-                image_key="image",
-                image_threshold=image_threshold,
-            ),
+            patch_sampler(patch_size, samples_per_volume, pos, neg, image_threshold, foreground_sampling, num_classes),
             T.RandFlipd(keys=keys, prob=0.1, spatial_axis=0),
             T.RandFlipd(keys=keys, prob=0.1, spatial_axis=1),
             T.RandFlipd(keys=keys, prob=0.1, spatial_axis=2),
@@ -324,3 +329,29 @@ def augmentation(
             *shift,
         ]
     )
+
+
+def patch_sampler(
+    patch_size: Sequence[int],
+    samples_per_volume: int,
+    pos: float,
+    neg: float,
+    image_threshold: float,
+    foreground_sampling: str = "any",
+    num_classes: int = 2,
+) -> Any:
+    """The patch-centring transform of :func:`augmentation` (``keys`` image and label)."""
+    from monai import transforms as T
+
+    from medimg.transforms.sampling import RandCropByClassesd
+
+    keys = ["image", "label"]
+    if foreground_sampling == "classes":
+        return RandCropByClassesd(
+            keys, "label", tuple(patch_size), num_classes, pos / (pos + neg), samples_per_volume, "image",
+            image_threshold,
+        )  # fmt: skip
+    return T.RandCropByPosNegLabeld(
+        keys=keys, label_key="label", spatial_size=tuple(patch_size), pos=pos, neg=neg,
+        num_samples=samples_per_volume, image_key="image", image_threshold=image_threshold,
+    )  # fmt: skip
