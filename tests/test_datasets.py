@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from medimg.data.datasets import kfold_split, read_csv_manifest, read_msd
@@ -79,3 +81,19 @@ def test_nnunet_raw_bad_layouts_are_config_errors(tmp_path):
     (root / "dataset.json").write_text(json.dumps(spec))
     with pytest.raises(ConfigError, match="region"):
         read_nnunet_raw(root)
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [([0, 1], None), ([0], None), ([0, 1, 3], "[3]"), ([0, 2, 7], "[2, 7]")],
+)
+def test_one_check_refuses_label_values_the_dataset_does_not_declare(values, refused, tmp_path):
+    from medimg.data.datasets import refuse_undeclared_labels
+
+    labels = {0: "background", 1: "organ"}
+    if refused is None:
+        refuse_undeclared_labels("case_01", values, labels, tmp_path / "l.nii.gz")
+        return
+    with pytest.raises(ConfigError, match=re.escape(f"case case_01: label values {refused} are not classes")) as info:
+        refuse_undeclared_labels("case_01", values, labels, tmp_path / "l.nii.gz")
+    assert info.value.path == str(tmp_path / "l.nii.gz")

@@ -10,7 +10,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from medimg.data.datasets import CaseList, case_name, read_csv_manifest, read_dataset, split_cases
+from medimg.data.datasets import (
+    CaseList,
+    case_name,
+    read_csv_manifest,
+    read_dataset,
+    refuse_undeclared_labels,
+    split_cases,
+)
 from medimg.errors import ConfigError
 from medimg.transforms.pipelines import (
     AUGMENTATION_PRESETS,
@@ -256,12 +263,5 @@ def check_case(
     n = int(item["image"].shape[0])
     if channels is not None and n != channels:
         raise ConfigError(f"case {name} has {n} image channel(s), the first case has {channels}", case["label"])
-    values = {int(v) for v in torch.unique(item["label"]).tolist()}
-    extra = sorted(values - set(labels))
-    if extra:
-        raise ConfigError(
-            f"case {name}: label values {extra} are not classes in dataset.json's labels {sorted(labels)}; "
-            "add them to 'labels' or fix the label file",
-            case["label"],
-        )
+    refuse_undeclared_labels(name, torch.unique(item["label"]).tolist(), labels, case["label"])
     return n

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,20 @@ def read_spec(
     if not isinstance(meta, dict):
         raise ConfigError("dataset.json must hold a JSON object", spec)
     return meta
+
+
+def refuse_undeclared_labels(
+    name: str, values: Iterable[int], labels: Mapping[int, str], where: str | os.PathLike[str]
+) -> None:
+    """Refuse a case whose label holds ``values`` that ``dataset.json``'s ``labels`` does not declare: the one
+    check the data module (before any step) and the plan's fingerprint (before any sizing) share."""
+    extra = sorted({int(v) for v in values} - set(labels))
+    if extra:
+        raise ConfigError(
+            f"case {name}: label values {extra} are not classes in dataset.json's labels {sorted(labels)}; "
+            "add them to 'labels' or fix the label file",
+            where,
+        )
 
 
 def _channel_names(meta: dict[str, Any]) -> dict[int, str]:

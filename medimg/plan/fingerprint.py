@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from medimg.data.datasets import Case, CaseList, case_name, case_paths, read_dataset
+from medimg.data.datasets import Case, CaseList, case_name, case_paths, read_dataset, refuse_undeclared_labels
 from medimg.errors import ConfigError
 from medimg.io.atomic import atomic_write_text
 
@@ -138,13 +138,7 @@ def fingerprint_case(
     name = case_name(case)
     image, vol, lab = _load_case(case)
     values = np.unique(lab)
-    extra = sorted(int(v) for v in values if int(v) not in labels)
-    if extra:
-        raise ConfigError(
-            f"case {name}: label values {extra} are not classes in dataset.json's labels {sorted(labels)}; "
-            "add them to 'labels' or fix the label file",
-            case["label"],
-        )
+    refuse_undeclared_labels(name, values.tolist(), labels, case["label"])
     order = _ras_order(vol.affine)
     shape = tuple(int(vol.shape[a]) for a in order)
     spacing = tuple(float(vol.spacing[a]) for a in order)
