@@ -268,3 +268,22 @@ def test_names_are_unique_without_suffix_chains_and_listings_are_short(phantom, 
         load(tmp_path / "s")
     message = str(info.value)
     assert "6 series found" in message and "and 2 more" in message and "\n" not in message
+
+
+CANON_G = [None, (0.445, 0.0, 0.895), (0.0, 0.6, 0.8), (0.6, 0.8, 0.0)]
+
+
+def test_canon_image_comments_diffusion_gives_dcm2niix_bvals_and_bvecs(phantom, tmp_path):
+    def canon(ds: pydicom.Dataset, t: int) -> None:
+        g = CANON_G[t]
+        ds.ImageComments = "b=0" if g is None else f"b=1000({g[0]:.3f},{g[1]:.3f},{g[2]:.3f})"
+        if g is not None:  # Canon keeps the b-value in (0018,9087), the direction only in the comments
+            ds.add_new(0x00189087, "FD", 1000.0)
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+
+    _write_volumes(phantom, tmp_path / "dwi", len(CANON_G), manufacturer="Canon Medical Systems", per_volume=canon)
+    report = convert(tmp_path / "dwi", tmp_path / "ours")
+    (ours,) = report.written
+    assert Path(str(ours).removesuffix(".nii.gz") + ".bval").read_text().split() == ["0", "1000", "1000", "1000"]
+    (ref,) = _dcm2niix(tmp_path / "dwi", tmp_path / "ref")
+    assert_same_diffusion(ours, ref)

@@ -8,7 +8,8 @@ Sources, first found wins (the same order dcm2niix uses for these vendors):
    (0019,100C) B_value and (0019,100E) DiffusionGradientDirection of the ``SIEMENS MR HEADER`` block;
 3. GE: (0043,1039) and (0019,10BB/10BC/10BD) (:mod:`medimg.io.dicom.ge`, gradient turned from GE's frequency/phase/
    slice frame into LPS+);
-4. Philips: (2001,1003) and (2005,10B0/10B1/10B2) (:mod:`medimg.io.dicom.philips`).
+4. Philips: (2001,1003) and (2005,10B0/10B1/10B2) (:mod:`medimg.io.dicom.philips`);
+5. Canon (newer software): the text of Image Comments (0020,4000) (:mod:`medimg.io.dicom.canon`).
 
 Canon/Toshiba write the standard attributes, but only on images with a diffusion gradient: their b=0 volumes
 carry none (dcm2niix's Canon notes). The series logic (:mod:`medimg.io.dicom.series`) therefore takes a volume without
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
+from medimg.io.dicom.canon import canon_comment_diffusion, is_canon
 from medimg.io.dicom.ge import ge_b_value, ge_gradient_lps, is_ge
 from medimg.io.dicom.philips import is_philips, philips_b_value, philips_gradient_lps, philips_isotropic
 from medimg.io.dicom.siemens import SIEMENS_MR_HEADER, csa_scalar, csa_vector
@@ -111,6 +113,10 @@ def diffusion_from_dataset(
         if found is not None:
             return found
     found = _standard(ds) if "DiffusionBValue" in ds else None
+    if found is not None and found.gradient is None and found.b_value > 0 and is_canon(ds):
+        comment = canon_comment_diffusion(ds, iop)  # Canon: b-value in (0018,9087), direction in the comments
+        if comment is not None and comment[1] is not None:
+            return Diffusion(found.b_value, comment[1], "standard (0018,9087) + Canon Image Comments (0020,4000)")
     if found is not None:
         return found
     b = _number(csa_scalar(csa, "B_value"))
@@ -127,6 +133,10 @@ def diffusion_from_dataset(
         b = ge_b_value(ds)
         if b is not None:
             return Diffusion(b, ge_gradient_lps(ds, iop) if b > 0 else None, "GE (0043,1039)/(0019,10BB-10BD)")
+    if is_canon(ds):
+        comment = canon_comment_diffusion(ds, iop)
+        if comment is not None:
+            return Diffusion(comment[0], comment[1], "Canon Image Comments (0020,4000)")
     if is_philips(ds):
         b = philips_b_value(ds)
         if b is not None:
