@@ -30,7 +30,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -154,11 +153,7 @@ def medimg_convert(folder: Path, out: Path) -> None:
 
     if out.exists():
         shutil.rmtree(out)
-    report = convert(folder, out)
-    for path in report.written:  # dcm2niix writes uncompressed: so does this side of the race
-        img = nib.load(path)
-        nib.save(img, str(path).removesuffix(".gz"))
-        path.unlink()
+    convert(folder, out, compress=False)  # uncompressed, as dcm2niix -z n
 
 
 def vendor_section(repeats: int) -> str:

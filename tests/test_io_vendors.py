@@ -213,6 +213,8 @@ def test_a_ct_whose_series_uid_was_blanked_is_one_volume(phantom, tmp_path):
     np.testing.assert_array_equal(volume.array, ct.array)
     report = convert(tmp_path / "ct", tmp_path / "out")
     assert [p.name for p in report.written] == ["001_CT_CT_Body_3_0.nii.gz"]
+    (plain,) = convert(tmp_path / "ct", tmp_path / "plain", compress=False).written  # dcm2niix's -z n
+    assert plain.name == "001_CT_CT_Body_3_0.nii" and np.array_equal(load(plain).array, ct.array)
     (ref,) = _dcm2niix(tmp_path / "ct", tmp_path / "ref")
     assert_same_image(volume, nib.load(ref))
 

@@ -123,6 +123,7 @@ def convert(
     uneven: UnevenPolicy = "error",
     split_4d: bool = False,
     philips_scaling: PhilipsScaling = "precise",
+    compress: bool = True,
 ) -> ConversionReport:
     """Convert the DICOM series under ``source`` to ``out_dir/<number>_<modality>_<description>.nii.gz``.
 
@@ -130,7 +131,8 @@ def convert(
     behind. Philips MR values are written as Philips' floating-point values unless ``philips_scaling="display"``
     (the rule is in the sidecar's ``value_scaling``). Series that cannot be volumes are listed in
     ``report.refused`` with the reason; non-blocking problems (an assumed spacing, a corrected tilt, a split UID)
-    in ``report.notes`` and in the sidecar's ``Problems``.
+    in ``report.notes`` and in the sidecar's ``Problems``. ``compress=False`` writes ``.nii`` (dcm2niix's
+    ``-z n``: faster to write and to read back, larger on disk).
     """
     found = scan(source)
     chosen = [found.find(series)] if series else list(found.series)
@@ -150,23 +152,23 @@ def convert(
         notes = [f"{p['code']}: {p['detail']}" for p in volume.meta.get("problems", []) if p["code"] != "4d"]
         if notes:
             report.notes[s.key] = notes
-        report.written.extend(_write(volume, s, out, stem, split_4d))
+        report.written.extend(_write(volume, s, out, stem, split_4d, ".nii.gz" if compress else ".nii"))
     if not chosen:
         report.refused[str(source)] = "no DICOM series found"
     return report
 
 
-def _write(volume: Volume, series: Series, out: Path, stem: str, split_4d: bool) -> list[Path]:
+def _write(volume: Volume, series: Series, out: Path, stem: str, split_4d: bool, suffix: str = ".nii.gz") -> list[Path]:
     """Write one converted series: NIfTI (+ ``.bval``/``.bvec`` for diffusion) and the JSON sidecar."""
     meta = dict(volume.meta)
     if volume.array.ndim == 4 and split_4d:
         written = []
         for t in range(volume.array.shape[3]):
             one = Volume(volume.array[:, :, :, t], volume.affine, {**meta, "volumes": [meta["volumes"][t]]})
-            written.append(one.save(out / f"{stem}_vol{t:04d}.nii.gz"))
+            written.append(one.save(out / f"{stem}_vol{t:04d}{suffix}"))
             atomic_write_text(out / f"{stem}_vol{t:04d}.json", _sidecar_text(series, dict(one.meta)))
         return written
-    target = volume.save(out / f"{stem}.nii.gz")
+    target = volume.save(out / f"{stem}{suffix}")
     atomic_write_text(out / f"{stem}.json", _sidecar_text(series, meta))
     entries = meta.get("volumes") or []
     if entries and all("b_value" in e for e in entries) and any(e["b_value"] > 0 for e in entries):
