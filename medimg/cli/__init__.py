@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         parsers.add_explain,
         parsers.add_plan,
         parsers.add_evaluate,
+        parsers.add_runs,
     ):
         add(sub)
     for name in LIGHTNING_COMMANDS:

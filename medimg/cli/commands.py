@@ -38,6 +38,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         uneven=args.uneven,
         split_4d=args.split_4d,
         philips_scaling=args.philips_scaling,
+        compress=not args.no_compress,
     )
     for path in report.written:
         print(f"wrote {path}")
@@ -49,6 +50,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for key, why in report.refused.items():
         print(f"medimg: refused {key} ({args.path}): {why}", file=sys.stderr)
     return 0 if report.ok else EXIT_USER_ERROR
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from medimg.tasks.runs import table
+    from medimg.viz.runs import runs_text
+
+    runs = table(args.root, baseline=args.baseline)
+    print(runs_text(runs))
+    if args.csv:
+        runs.write_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

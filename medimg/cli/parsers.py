@@ -14,6 +14,7 @@ from medimg.cli.commands import (
     cmd_explain,
     cmd_export,
     cmd_plan,
+    cmd_runs,
     cmd_scan,
     cmd_segment,
 )
@@ -48,6 +49,7 @@ def add_convert(sub: SubParsers) -> None:
         default="precise",
         help="Philips MR values: floating-point FP = (SV*RS+RI)/(RS*SS) (default, as dcm2niix) or display SV*RS+RI",
     )
+    p.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz (faster; dcm2niix -z n)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -115,6 +117,14 @@ def add_plan(sub: SubParsers) -> None:
     budget.add_argument("--device", choices=("cpu", "cuda"), help="plan for this device (default: a GPU if any)")
     p.add_argument("--time-budget", help="training time, e.g. 2h, 90m, 00:02:00:00 (default: 1h CPU, 24h GPU)")
     p.set_defaults(func=cmd_plan)
+
+
+def add_runs(sub: SubParsers) -> None:
+    p = sub.add_parser("runs", help="the training runs under a folder side by side: config diff, scores, cost")
+    p.add_argument("root", help="a folder `medimg fit` wrote into (searched for lightning_logs/version_N)")
+    p.add_argument("--baseline", help="the run whose config the others are compared with (default: the oldest)")
+    p.add_argument("--csv", help="also write the table (all columns, the whole diff) to this CSV file")
+    p.set_defaults(func=cmd_runs)
 
 
 def add_adapt(sub: SubParsers) -> None:

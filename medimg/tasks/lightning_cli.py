@@ -5,6 +5,8 @@ What every run gets without configuring it (all can be overridden on the command
 * TensorBoard *and* CSV logs under ``<default_root_dir>/lightning_logs/version_N`` (an MLflow logger can be
   added with ``--trainer.logger+=pytorch_lightning.loggers.MLFlowLogger``),
 * ``fingerprint.json`` in that folder (code, versions, GPUs, container, resolved config, dataset digest),
+* ``run.json`` in that folder (status on exit, wall time, device-hours, peak memory, epochs:
+  :mod:`medimg.tasks.run_record`), which ``medimg runs`` puts side by side with the other runs,
 * checkpoints in ``<default_root_dir>/checkpoints``: the best by the task's validation metric and ``last.ckpt``,
   written atomically, so ``--ckpt_path last`` resumes a killed job,
 * ``use_distributed_sampler: false``: medimg's sampler shards across DDP ranks itself and is re-seeded per epoch.
@@ -33,6 +35,7 @@ class MedimgCLI(LightningCLI):
 
         from medimg.tasks.callbacks import AtomicCheckpointIO, RunFingerprint
         from medimg.tasks.preemption import RequeueOnSignal
+        from medimg.tasks.run_record import RunRecord
 
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(cfg["trainer"].get("default_root_dir") or ".")
@@ -54,6 +57,7 @@ class MedimgCLI(LightningCLI):
             )
         extra.append(RunFingerprint(config=self.resolved_config()))
         extra.append(RequeueOnSignal())
+        extra.append(RunRecord())
         if cfg["trainer"].get("logger") in (None, True):
             tb = TensorBoardLogger(save_dir=root, name="lightning_logs", default_hp_metric=False)
             kwargs["logger"] = [tb, CSVLogger(save_dir=root, name="lightning_logs", version=tb.version)]
