@@ -105,7 +105,8 @@ def make_dwi(folder: Path, volumes: int) -> None:
     write_mosaics(Volume(arr, affine), folder, n_volumes=volumes, b_values=b_values, gradients_lps=gradients)
 
 
-def dcm2niix_convert(folder: Path, out: Path) -> None:
+def dcm2niix_convert(folder: Path, out: Path, name: str = "dwi") -> None:
+    """``dcm2niix -z n -f NAME`` of ``folder`` into a fresh ``out`` (the reference converter, C, subprocess)."""
     import shutil
     import subprocess
 
@@ -113,7 +114,7 @@ def dcm2niix_convert(folder: Path, out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir()
-    subprocess.run([exe, "-z", "n", "-f", "dwi", "-o", str(out), str(folder)], check=True, capture_output=True)
+    subprocess.run([exe, "-z", "n", "-f", name, "-o", str(out), str(folder)], check=True, capture_output=True)
 
 
 def nibabel_mosaics(folder: Path) -> np.ndarray:
@@ -133,17 +134,6 @@ VENDOR_SERIES = {
     "GE fMRI, 150 files (10 volumes by Instance order)": "dcm_qa_nih/In/20180918GE/mr_0004",
     "Toshiba/Canon DTI, 520 files (13 volumes, b=0 untagged)": "dcm_qa_toshiba/In/8006_DTI_AX_30d",
 }
-
-
-def dcm2niix_folder(folder: Path, out: Path) -> None:
-    import shutil
-    import subprocess
-
-    exe = shutil.which("dcm2niix", path=str(Path(sys.executable).parent)) or "dcm2niix"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir()
-    subprocess.run([exe, "-z", "n", "-f", "%s_%p_%e", "-o", str(out), str(folder)], check=True, capture_output=True)
 
 
 def medimg_convert(folder: Path, out: Path) -> None:
@@ -175,7 +165,7 @@ def vendor_section(repeats: int) -> str:
             times = race(
                 {
                     "medimg": lambda f=folder: medimg_convert(f, Path(tmp) / "medimg"),
-                    "dcm2niix": lambda f=folder: dcm2niix_folder(f, Path(tmp) / "dcm2niix"),
+                    "dcm2niix": lambda f=folder: dcm2niix_convert(f, Path(tmp) / "dcm2niix", "%s_%p_%e"),
                 },
                 repeats,
             )

@@ -7,7 +7,6 @@ the reference (world space, values, ``.bval``/``.bvec``).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 from mosaic_writer import write_mosaics
-from tests_support import assert_same_diffusion, assert_same_image, dcm2niix_executable
+from tests_support import assert_same_diffusion, assert_same_image, dcm2niix_reference
 
 from medimg.errors import SeriesGeometryError, SeriesSelectionError
 from medimg.io import Volume, load, scan
@@ -26,18 +25,6 @@ from medimg.io.dicom.write import write_series
 
 GE = "GE MEDICAL SYSTEMS"
 PHILIPS = "Philips Medical Systems"
-
-
-def _dcm2niix(folder: Path, out: Path) -> list[Path]:
-    out.mkdir(parents=True)
-    proc = subprocess.run(
-        [dcm2niix_executable(), "-z", "n", "-f", "%s_%p_%e", "-o", str(out), str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode in (0, 2), proc.stdout + proc.stderr
-    return sorted(out.glob("*.nii"))
 
 
 def _edit(paths: Sequence[Path], fn: Callable[[pydicom.Dataset, int], None]) -> None:
@@ -115,7 +102,7 @@ def test_ge_private_diffusion_gives_dcm2niix_bvals_and_bvecs(phantom, tmp_path):
     assert nib.load(ours).shape == (12, 10, 5, 5)
     # the 10^9 offset some GE software adds to (0043,1039) is removed
     assert Path(str(ours).removesuffix(".nii.gz") + ".bval").read_text().split() == ["0"] + ["1000"] * 4
-    (ref,) = _dcm2niix(tmp_path / "dwi", tmp_path / "ref")
+    (ref,) = dcm2niix_reference(tmp_path / "dwi", tmp_path / "ref")
     assert_same_image(load(tmp_path / "dwi"), nib.load(ref))
     assert_same_diffusion(ours, ref)
 
@@ -130,7 +117,7 @@ def test_ge_volumes_without_attributes_follow_instance_order_in_chunks_of_locati
     # volume t was written with 100 * t added: the time order is Instance Number order
     assert [int(volume.array[0, 0, 0, t]) - int(volume.array[0, 0, 0, 0]) for t in range(4)] == [0, 100, 200, 300]
     assert any(p["code"] == "volumes_by_instance" for p in volume.meta["problems"])
-    (ref,) = _dcm2niix(tmp_path / "fmri", tmp_path / "ref")
+    (ref,) = dcm2niix_reference(tmp_path / "fmri", tmp_path / "ref")
     assert_same_image(volume, nib.load(ref))
 
 
@@ -153,7 +140,7 @@ def test_philips_values_are_floating_point_by_default_and_display_on_request(pha
     np.testing.assert_allclose(display.array, np.rint(arr / RS) * RS, rtol=1e-5)  # DS slope: 16 characters
     np.testing.assert_allclose(precise.array, display.array / (RS * SS), rtol=1e-5)
     assert "floating-point" in precise.meta["value_scaling"] and "display" in display.meta["value_scaling"]
-    (ref,) = _dcm2niix(tmp_path / "mr", tmp_path / "ref")  # dcm2niix's default is the floating-point value
+    (ref,) = dcm2niix_reference(tmp_path / "mr", tmp_path / "ref")  # dcm2niix's default is the floating-point value
     np.testing.assert_allclose(
         nib.as_closest_canonical(precise.to_nifti()).get_fdata(),
         nib.as_closest_canonical(nib.load(ref)).get_fdata(),
@@ -181,7 +168,7 @@ def test_philips_private_diffusion_with_the_isotropic_image_written_apart(phanto
     adc = nib.load(tmp_path / "ours" / "005_MR_ep2d_ADC.nii.gz")
     assert nib.load(main).shape == (12, 10, 5, 4) and adc.shape == (12, 10, 5)
     assert (tmp_path / "ours" / "005_MR_ep2d.bval").read_text().split() == ["0", "1000", "1000", "1000"]
-    refs = _dcm2niix(tmp_path / "dwi", tmp_path / "ref")
+    refs = dcm2niix_reference(tmp_path / "dwi", tmp_path / "ref")
     (ref_main,) = [p for p in refs if not p.stem.endswith("_ADC")]
     assert_same_diffusion(main, ref_main)
 
@@ -198,7 +185,7 @@ def test_canon_b0_volumes_without_tags_are_b0_and_recorded(phantom, tmp_path):
     (ours,) = report.written
     assert Path(str(ours).removesuffix(".nii.gz") + ".bval").read_text().split() == ["0", "1500", "1500", "1500"]
     assert any("assumed_b0" in n for n in next(iter(report.notes.values())))
-    (ref,) = _dcm2niix(tmp_path / "dwi", tmp_path / "ref")
+    (ref,) = dcm2niix_reference(tmp_path / "dwi", tmp_path / "ref")
     assert_same_diffusion(ours, ref)
 
 
@@ -215,7 +202,7 @@ def test_a_ct_whose_series_uid_was_blanked_is_one_volume(phantom, tmp_path):
     assert [p.name for p in report.written] == ["001_CT_CT_Body_3_0.nii.gz"]
     (plain,) = convert(tmp_path / "ct", tmp_path / "plain", compress=False).written  # dcm2niix's -z n
     assert plain.name == "001_CT_CT_Body_3_0.nii" and np.array_equal(load(plain).array, ct.array)
-    (ref,) = _dcm2niix(tmp_path / "ct", tmp_path / "ref")
+    (ref,) = dcm2niix_reference(tmp_path / "ct", tmp_path / "ref")
     assert_same_image(volume, nib.load(ref))
 
 
@@ -226,14 +213,14 @@ def test_a_ct_whose_series_uid_was_blanked_is_one_volume(phantom, tmp_path):
         ({"pad": 2}, "a mosaic with padding pixels beyond its tile grid (fewer than the grid's side)"),
     ],
 )
-def test_partial_fourier_and_padded_mosaics_load_like_dcm2niix(kwargs, what, phantom, tmp_path):
+def test_partial_fourier_and_padded_mosaics_load_likedcm2niix_reference(kwargs, what, phantom, tmp_path):
     truth = phantom(shape=(20, 24, 7), affine=np.diag([-2.0, -2.0, 3.0, 1.0]))
     (path,) = write_mosaics(truth, tmp_path / "m", **kwargs)
     volume = load(path)
     np.testing.assert_array_equal(volume.array, truth.array, err_msg=what)
     np.testing.assert_allclose(volume.affine, truth.affine, atol=1e-3)
     if not kwargs.get("pad"):  # dcm2niix unpacks a padded mosaic of this writer differently: compared to the truth only
-        (ref,) = _dcm2niix(tmp_path / "m", tmp_path / "ref")
+        (ref,) = dcm2niix_reference(tmp_path / "m", tmp_path / "ref")
         assert_same_image(volume, nib.load(ref))
 
 
@@ -256,7 +243,7 @@ def test_magnitude_and_phase_in_one_series_become_two_outputs(phantom, tmp_path)
     phase = nib.load(tmp_path / "out" / "009_MR_field_map_ph.nii.gz").get_fdata()
     mag = nib.load(tmp_path / "out" / "009_MR_field_map.nii.gz").get_fdata()
     np.testing.assert_array_equal(phase - mag, 500)
-    refs = _dcm2niix(tmp_path / "fmap", tmp_path / "ref")
+    refs = dcm2niix_reference(tmp_path / "fmap", tmp_path / "ref")
     assert len(refs) == 2 and any(p.stem.endswith("_ph") for p in refs)
 
 
@@ -287,5 +274,5 @@ def test_canon_image_comments_diffusion_gives_dcm2niix_bvals_and_bvecs(phantom, 
     report = convert(tmp_path / "dwi", tmp_path / "ours")
     (ours,) = report.written
     assert Path(str(ours).removesuffix(".nii.gz") + ".bval").read_text().split() == ["0", "1000", "1000", "1000"]
-    (ref,) = _dcm2niix(tmp_path / "dwi", tmp_path / "ref")
+    (ref,) = dcm2niix_reference(tmp_path / "dwi", tmp_path / "ref")
     assert_same_diffusion(ours, ref)

@@ -11,13 +11,12 @@ Where the folder is absent (a clone outside this workplace) the tests skip with 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from tests_support import ROOT, assert_same_diffusion, dcm2niix_executable
+from tests_support import ROOT, assert_same_diffusion, dcm2niix_reference
 
 from medimg.io.dicom.convert import convert
 
@@ -59,23 +58,11 @@ def _derived_volumes(
     return data.shape, adc[1], data
 
 
-def _dcm2niix(folder: Path, out: Path) -> list[Path]:
-    out.mkdir(parents=True)
-    proc = subprocess.run(
-        [dcm2niix_executable(), "-z", "n", "-f", "%s_%p_%e", "-o", str(out), str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode in (0, 2), proc.stdout + proc.stderr
-    return sorted(out.glob("*.nii"))
-
-
 @pytest.mark.skipif(not FOLDERS, reason="no scanner folders under the real sample")
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_every_dcm2niix_volume_is_reproduced_or_refused_by_rule(folder, tmp_path):
     source = REALDICOM / folder
-    refs = _dcm2niix(source, tmp_path / "ref")
+    refs = dcm2niix_reference(source, tmp_path / "ref")
     assert refs, f"dcm2niix made nothing from {folder}"
     report = convert(source, tmp_path / "ours")
     ours = {p: _canonical(p) for p in report.written}

@@ -53,6 +53,22 @@ def dcm2niix_executable() -> str:
     return exe
 
 
+def dcm2niix_reference(folder: Path, out: Path) -> list[Path]:
+    """The reference converter's NIfTI files of ``folder`` (uncompressed, named ``%s_%p_%e`` as the real scanner
+    sample's README asks), written into a new ``out``."""
+    import subprocess
+
+    out.mkdir(parents=True)
+    proc = subprocess.run(
+        [dcm2niix_executable(), "-z", "n", "-f", "%s_%p_%e", "-o", str(out), str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode in (0, 2), proc.stdout + proc.stderr
+    return sorted(out.glob("*.nii"))
+
+
 def assert_same_image(volume: Volume, reference: nib.Nifti1Image) -> None:
     """Both brought to the closest canonical (RAS) orientation: same shape, affines within 1e-3 mm, same voxels."""
     import nibabel as nib

@@ -1,9 +1,9 @@
 """Run an exported model (``.onnx`` with ONNX Runtime, ``.pt2`` with ``torch.export``) without the training stack.
 
-:func:`load_exported` reads the model and the :class:`~medimg.inference.Recipe` it carries and gives a
-:class:`ExportedModel`, whose :meth:`~ExportedModel.segment` runs the same pipeline as ``medimg segment`` with a
-checkpoint (:func:`medimg.inference.pipeline.segment_with`) and whose :meth:`~ExportedModel.classify` gives class
-probabilities. Nothing here imports Lightning.
+:func:`load_exported` reads the model and the :class:`~medimg.inference.Recipe` it carries and gives an
+:class:`ExportedModel` (recipe + predictor); :func:`medimg.inference.open_model` makes it the
+:class:`~medimg.inference.Model` that runs the same pipeline as a checkpoint
+(:func:`medimg.inference.pipeline.segment_with`). Nothing here imports Lightning.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import torch
 
 from medimg.errors import ModelError
 from medimg.inference.blending import Predictor
-from medimg.inference.pipeline import CPU_WINDOWS, classification_input, segment_with
 from medimg.inference.recipe import RECIPE_KEY, Recipe
-from medimg.io.volume import Volume
 
 __all__ = ["ExportedModel", "load_exported", "onnx_session"]
 
@@ -32,29 +30,15 @@ _OPSET_MESSAGE = re.compile(r"Opset (\d+) is under development.*?till opset (\d+
 
 @dataclass
 class ExportedModel:
-    """An exported network plus its recipe. ``predictor`` maps (B, C, *window) float32 to float32 logits."""
+    """An exported network plus its recipe. ``predictor`` maps (B, C, *window) float32 to float32 logits.
+    :func:`medimg.inference.open_model` wraps it into the :class:`~medimg.inference.Model` that segments and
+    classifies."""
 
     path: Path
     recipe: Recipe
     predictor: Predictor
     runtime: str
     on_gpu: bool = False
-
-    def segment(
-        self, image: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *, progress: bool = False
-    ) -> Volume:
-        """Label map of ``image`` on its own voxel grid (see :func:`medimg.inference.segment`)."""
-        windows = None if self.on_gpu else CPU_WINDOWS
-        return segment_with(self.predictor, self.recipe, image, output, windows_per_call=windows, progress=progress)
-
-    def classify(self, image: str | os.PathLike[str]) -> dict[str, float]:
-        """Class probabilities (softmax of the logits) of one image or volume, by class name."""
-        if self.recipe.task != "classification":
-            raise ModelError(f"the model is a {self.recipe.task} model; use medimg segment", self.path)
-        with torch.no_grad():
-            probs = torch.softmax(self.predictor(classification_input(self.recipe, image)), dim=1)[0]
-        names = self.recipe.class_names
-        return {names.get(k, f"class {k}"): float(p) for k, p in enumerate(probs.tolist())}
 
 
 def onnx_session(path: str | os.PathLike[str], threads: int | None = None) -> object:
