@@ -1,4 +1,4 @@
-"""Reading a run's logged metrics back (for learning-curve plots in notebooks)."""
+"""Reading a run's logged metrics back; the learning-curve plots live in :mod:`medimg.viz.runs`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import csv
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-__all__ = ["plot_learning_curves", "read_metrics"]
+__all__ = ["read_metrics"]
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:
@@ -31,20 +30,3 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, f
                     if key not in ("epoch", "step") and value:
                         by_epoch[key][int(row["epoch"])] = float(value)
     return {k: sorted(v.items()) for k, v in by_epoch.items()}
-
-
-def plot_learning_curves(
-    run_dir: str | os.PathLike[str], keys: tuple[str, ...] = ("train/loss_epoch", "val/loss", "val/dice")
-) -> Any:
-    """A matplotlib figure of the chosen metrics against epoch."""
-    import matplotlib.pyplot as plt
-
-    metrics = read_metrics(run_dir)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        points = metrics.get(key, [])
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-        ax.set_title(key)
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    return fig

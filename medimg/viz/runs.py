@@ -3,12 +3,13 @@ several runs on one axis. The rows come from :func:`medimg.tasks.runs.table`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from medimg.tasks.runs import RunRow, RunTable, diff_text, read_epoch_metrics
 
-__all__ = ["plot_runs_curves", "runs_text"]
+__all__ = ["plot_learning_curves", "plot_runs_curves", "runs_text"]
 
 #: Width of the diff column in the text table (the CSV keeps it whole).
 DIFF_WIDTH = 48
@@ -91,5 +92,24 @@ def plot_runs_curves(runs: RunTable, keys: Sequence[str] = ("val/dice", "train/l
         ax.set_xlabel("epoch")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(
+    run_dir: str | os.PathLike[str], keys: tuple[str, ...] = ("train/loss_epoch", "val/loss", "val/dice")
+) -> Any:
+    """A matplotlib figure of the chosen metrics against epoch."""
+    import matplotlib.pyplot as plt
+
+    from medimg.tasks.logs import read_metrics
+
+    metrics = read_metrics(run_dir)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        points = metrics.get(key, [])
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
     fig.tight_layout()
     return fig
