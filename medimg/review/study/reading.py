@@ -16,6 +16,7 @@ from pathlib import Path
 from medimg.errors import MedimgError, ReviewError
 from medimg.explain.api import Explanation
 from medimg.explain.methods import DEFAULT_METHOD
+from medimg.inference.model import Model
 from medimg.io.volume import Volume
 from medimg.review.store import Feedback, FeedbackStore
 from medimg.review.study.worklist import ReadingCase, SkippedCase, Worklist, check_reader, read_worklist
@@ -25,11 +26,12 @@ __all__ = ["ExplanationSource", "ReadingSession", "mni_reading_set", "open_sessi
 
 class ExplanationSource:
     """Where a case's explanation comes from: ``precomputed`` folder first (maps of this checkpoint), else
-    :func:`medimg.explain.api.explain_case` with ``checkpoint`` (cached in memory)."""
+    :func:`medimg.explain.api.explain_case` with ``checkpoint`` (cached in memory). The checkpoint (a path or an
+    opened :class:`~medimg.inference.Model`) is opened once for the whole sitting, its SHA-256 taken from it."""
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint: str | os.PathLike[str] | Model | None = None,
         precomputed: str | os.PathLike[str] | None = None,
         *,
         label: int = 1,
@@ -37,21 +39,29 @@ class ExplanationSource:
     ) -> None:
         if checkpoint is None and precomputed is None:
             raise ReviewError("a reading session needs a checkpoint or a folder of precomputed explanations")
-        if checkpoint is not None and not Path(checkpoint).is_file():
+        self._model: Model | None = None
+        if isinstance(checkpoint, Model):
+            self._model, checkpoint = checkpoint, checkpoint.path
+        elif checkpoint is not None and not Path(checkpoint).is_file():
             raise ReviewError("checkpoint not found", checkpoint)
         if precomputed is not None and not Path(precomputed).is_dir():
             raise ReviewError("folder of precomputed explanations not found; run `medimg explain --cases`", precomputed)
         self.checkpoint, self.precomputed, self.label, self.method = checkpoint, precomputed, label, method
-        self._sha: str | None = None
         self._cache: dict[str, Explanation] = {}
+
+    def model(self) -> Model:
+        """The session's model, opened (read and hashed) on first use."""
+        if self._model is None:
+            if self.checkpoint is None:
+                raise ReviewError("this reading session has no checkpoint, only precomputed explanations")
+            from medimg.inference.model import open_model
+
+            self._model = open_model(self.checkpoint)
+        return self._model
 
     @property
     def checkpoint_sha256(self) -> str | None:
-        if self._sha is None and self.checkpoint is not None:
-            from medimg.inference.model import file_sha256
-
-            self._sha = file_sha256(self.checkpoint)
-        return self._sha
+        return None if self.checkpoint is None and self._model is None else self.model().sha256
 
     def get(self, case: ReadingCase) -> Explanation:
         """The explanation of ``case``; a case the model or the reader cannot use raises MedimgError."""
@@ -79,7 +89,7 @@ class ExplanationSource:
             raise ReviewError(f"no precomputed explanation of {case.case_id}; run `medimg explain --cases`")
         from medimg.explain.api import explain_case
 
-        return explain_case(self.checkpoint, case.image, self.label, method=self.method)
+        return explain_case(self.model(), case.image, self.label, method=self.method)
 
 
 class ReadingSession:
