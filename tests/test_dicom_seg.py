@@ -7,6 +7,7 @@ writes goes through ``dciodvfy`` (Debian ``dicom3tools``, installed with apt whe
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import shutil
@@ -593,3 +594,26 @@ def test_segment_reports_every_stage_with_the_network_counted_apart(checkpoint, 
     assert len(line) == 1 and "network" in line[0] and "peak RSS" in line[0]
     record = json.loads((tmp_path / "t.json").read_text())
     assert record["seconds"]["load"] > 0 and record["peak_rss_bytes"] > 0
+
+
+def test_evaluate_predicts_first_with_a_model_then_scores_every_case(checkpoint, tmp_path, capsys):
+    from medimg.cli import main
+
+    image = load(_series(tmp_path, "axial"))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for k in range(2):
+        image.save(tmp_path / "images" / f"case{k}.nii.gz")
+        truth = np.zeros(image.shape[:3], np.uint8)
+        truth[4:12, 4:10, 2 + k : 6 + k] = 1
+        Volume(truth, image.affine).save(tmp_path / "labels" / f"case{k}.nii.gz")
+    pred, out = tmp_path / "pred", tmp_path / "table.csv"
+    args = [str(pred), str(tmp_path / "labels"), "--ckpt", str(checkpoint), "--cases", str(tmp_path / "images")]
+    assert main(["evaluate", *args, "--out", str(out)]) == 0
+    assert sorted(p.name for p in pred.iterdir()) == ["case0.nii.gz", "case1.nii.gz"]
+    rows = list(csv.DictReader(out.open()))
+    assert sorted({r["case_id"] for r in rows}) == ["case0", "case1"]
+    assert "predicted case0" in capsys.readouterr().out
+    assert main(["evaluate", *args]) == 0  # resumes: nothing predicted again
+    assert "predicted" not in capsys.readouterr().out
+    assert main(["evaluate", str(pred), str(tmp_path / "labels"), "--ckpt", str(checkpoint)]) == 2

@@ -234,10 +234,32 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_cases(ckpt: str, cases: str, pred_dir: str) -> None:
+    """Segment every case of a worklist into ``pred_dir/<case_id>.nii.gz`` with one opened model; cases already
+    predicted are kept (the job resumes)."""
+    from pathlib import Path
+
+    from medimg.inference.model import open_model
+    from medimg.review.study.worklist import read_worklist
+
+    model = open_model(ckpt)
+    folder = Path(pred_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for case in read_worklist(cases).cases:
+        out = folder / f"{case.case_id}.nii.gz"
+        if not out.exists():
+            model.segment(case.image, out)
+            print(f"predicted {case.case_id}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medimg.metrics.evaluate import evaluate_folders, write_csv
     from medimg.metrics.summary import summary_text
 
+    if (args.ckpt is None) != (args.cases is None):
+        raise MedimgError("--ckpt and --cases go together (predict every case into PRED, then score)")
+    if args.ckpt is not None:
+        _predict_cases(args.ckpt, args.cases, args.pred)
     result = evaluate_folders(
         args.pred,
         args.labels,

@@ -153,4 +153,6 @@ def add_evaluate(sub: SubParsers) -> None:
         "--nsd-tolerance", nargs="+", metavar="MM", help="NSD tolerance in mm, or CLASS=MM per class (default 2)"
     )
     p.add_argument("--lesion-classes", nargs="+", type=int, default=[], help="classes scored lesion-wise too")
+    p.add_argument("--ckpt", help="predict first: segment every case of --cases with this model into PRED")
+    p.add_argument("--cases", help="with --ckpt: a worklist (folder, dataset.json or CSV case_id,image[,label])")
     p.set_defaults(func=cmd_evaluate)
