@@ -23,6 +23,10 @@ __all__ = ["ScanResult", "iter_files", "scan"]
 
 log = logging.getLogger(__name__)
 
+#: From how many files a folder's headers are read by forked processes: a fork costs ~30 ms, a header ~1 ms, so
+#: from about 64 files two cores pay back (a 150-file GE series: 0.17 s serial, 0.09 s with two processes).
+POOL_MIN_FILES = 64
+
 #: How many series keys an error names before it says how many more there are.
 LISTED_KEYS = 4
 
@@ -96,7 +100,7 @@ def _read_one(path: str) -> FileHeader | MedimgError:
 def read_headers(paths: list[str], workers: int | None = None) -> tuple[list[FileHeader], dict[str, str]]:
     """Read the header of every path once; return the DICOM ones and the reasons the others were skipped.
 
-    Folders of 256 files or more are read by ``workers`` forked processes (default: one per core);
+    Folders of :data:`POOL_MIN_FILES` files or more are read by ``workers`` forked processes (default: one per core);
     ``workers=1`` reads sequentially.
     """
     headers: list[FileHeader] = []
@@ -106,7 +110,7 @@ def read_headers(paths: list[str], workers: int | None = None) -> tuple[list[Fil
     # fork only from a single-threaded process (forking a process with live threads, e.g. a Jupyter kernel or
     # a DataLoader, can deadlock); elsewhere read sequentially.
     forkable = threading.active_count() == 1 and multiprocessing.get_start_method(allow_none=True) in (None, "fork")
-    if n <= 1 or len(paths) < 256 or not forkable:
+    if n <= 1 or len(paths) < POOL_MIN_FILES or not forkable:
         results = [_read_one(p) for p in paths]
     else:
         # Header parsing is pure Python and holds the GIL (threads made it slower): use forked processes,
