@@ -197,28 +197,21 @@ def model_from_checkpoint(data: dict[str, Any], path: Path | None, digest: str, 
         net.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"the checkpoint's weights do not fit its network ({type(exc).__name__})", path) from exc
-    net = net.to(device).eval()
-    recipe = recipe_from_hparams(hp, _class_names(hp, data), digest, path)
-
-    def predictor(x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = net(x)
-        return out
-
-    return Model(path, recipe, digest, predictor, "torch", module=net, hparams=hp, on_gpu=device.type == "cuda")
+    return _torch_model(net.to(device), hp, _class_names(hp, data), digest, path)
 
 
 def model_from_task(task: Any) -> Model:
     """A Model around a trained task held in memory (a notebook's ``SegmentationTask``): no file, no SHA-256."""
-    net = task.net.eval()
     hp = dict(task.hparams)
-    recipe = recipe_from_hparams(hp, _class_names(hp, {}), IN_MEMORY, None)
+    return _torch_model(task.net, hp, _class_names(hp, {}), IN_MEMORY, None)
 
-    def predictor(x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = net(x)
-        return out
 
-    device = _device_of(net)
-    return Model(None, recipe, IN_MEMORY, predictor, "torch", module=net, hparams=hp, on_gpu=device.type == "cuda")
+def _torch_model(net: nn.Module, hp: dict[str, Any], names: dict[int, str], digest: str, path: Path | None) -> Model:
+    """The Model of a torch network in eval mode: the network itself is the predictor."""
+    net = net.eval()
+    recipe = recipe_from_hparams(hp, names, digest, path)
+    on_gpu = _device_of(net).type == "cuda"
+    return Model(path, recipe, digest, net, "torch", module=net, hparams=hp, on_gpu=on_gpu)
 
 
 def recipe_from_hparams(hp: dict[str, Any], names: dict[int, str], digest: str, path: Path | None) -> Recipe:

@@ -59,17 +59,12 @@ def load_image(image: str | os.PathLike[str], in_channels: int, volume: Volume |
 
     ``volume``: the image already loaded (from a series scanned for another purpose: the folder is not read twice).
     """
+    from medimg.transforms.pipelines import LoadVolumed, channels_first, channels_metatensor
+
     if volume is None:
-        from medimg.transforms.pipelines import LoadVolumed
-
         original = LoadVolumed(["image"])({"image": image})["image"]
-    else:
-        from monai.data import MetaTensor
-
-        array = np.asarray(volume.array, dtype=np.float32)
-        stacked = array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0)
-        meta = {"filename_or_obj": str(image), "original_affine": volume.affine, "spatial_shape": volume.shape[:3]}
-        original = MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(volume.affine), meta=meta)
+    else:  # the same MetaTensor LoadVolumed makes, from the Volume in hand
+        original = channels_metatensor(channels_first(volume).astype(np.float32), volume, image)
     refuse_channels(in_channels, int(original.shape[0]), image)
     return original
 

@@ -105,7 +105,6 @@ class LoadVolumed:
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from monai.data import MetaTensor
 
         d = dict(data)
         grid: tuple[str, Any] | None = None
@@ -118,9 +117,23 @@ class LoadVolumed:
             stacked, first = stack_channels(paths, grid)
             if grid is None:
                 grid = (str(paths[0]), first)
-            meta = {"filename_or_obj": str(paths[0]), "original_affine": first.affine, "spatial_shape": first.shape[:3]}
-            d[key] = MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(first.affine), meta=meta)
+            d[key] = channels_metatensor(stacked, first, paths[0])
         return d
+
+
+def channels_metatensor(stacked: np.ndarray[Any, Any], first: Any, source: str | os.PathLike[str]) -> Any:
+    """A (c, i, j, k) array on the grid of the Volume ``first`` as MONAI's MetaTensor (affine, original affine,
+    spatial shape and the file it came from): what :class:`LoadVolumed` gives for ``source``."""
+    from monai.data import MetaTensor
+
+    meta = {"filename_or_obj": str(source), "original_affine": first.affine, "spatial_shape": first.shape[:3]}
+    return MetaTensor(torch.as_tensor(stacked), affine=torch.as_tensor(first.affine), meta=meta)
+
+
+def channels_first(volume: Any) -> np.ndarray[Any, Any]:
+    """A Volume's voxels as (c, i, j, k): a 3D image is one channel, a 4D one gives its t volumes as channels."""
+    array = np.asarray(volume.array)
+    return array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0)
 
 
 def stack_channels(
@@ -140,8 +153,7 @@ def stack_channels(
             check_same_grid(grid[1], vol, grid[0], str(path))
         if first is None:
             first = vol
-        array = np.asarray(vol.array)
-        arrays.append(array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0))  # (c, i, j, k)
+        arrays.append(channels_first(vol))
     return np.concatenate(arrays, axis=0).astype(np.float32), first
 
 

@@ -132,7 +132,8 @@ def diffusion_from_dataset(
     if is_ge(ds):
         b = ge_b_value(ds)
         if b is not None:
-            return Diffusion(b, ge_gradient_lps(ds, iop) if b > 0 else None, "GE (0043,1039)/(0019,10BB-10BD)")
+            gradient = _unit(ge_gradient_lps(ds, iop)) if b > 0 else None
+            return Diffusion(b, gradient, "GE (0043,1039)/(0019,10BB-10BD)")
     if is_canon(ds):
         comment = canon_comment_diffusion(ds, iop)
         if comment is not None:

@@ -47,14 +47,14 @@ def ge_b_value(ds: Dataset) -> float | None:
 
 
 def ge_gradient_lps(ds: Dataset, iop: tuple[float, ...] | None) -> tuple[float, float, float] | None:
-    """The diffusion gradient as a unit vector in LPS+, turned from GE's (frequency, phase, slice) frame.
+    """The diffusion gradient in LPS+ (not normalised: :mod:`medimg.io.dicom.diffusion` makes every vendor's
+    direction a unit vector, or None for a zero one), turned from GE's (frequency, phase, slice) frame.
 
     With phase encoding along the columns (0018,1312 = ``COL``) the frequency axis is the row direction
     (the first three values of Image Orientation (Patient)) and the phase axis the column direction; with ``ROW``
     they swap. GE's in-plane axes point against the DICOM row and column directions and its slice axis along
     row x column: LPS = -f x row - p x column + s x normal, the reading under which dcm2niix's ``geCorrectBvecs``
-    output (checked against it in the tests) and this agree in world space. None without orientation, for a zero
-    vector (b=0) or when absent.
+    output (checked against it in the tests) and this agree in world space. None without orientation or when absent.
     """
     parts = [private_numbers(ds, 0x0019, GEMS_ACQU, o) for o in _GRADIENT]
     if iop is None or any(p is None for p in parts):
@@ -64,11 +64,7 @@ def ge_gradient_lps(ds: Dataset, iop: tuple[float, ...] | None) -> tuple[float, 
     normal = np.cross(row, col)
     phase_along_rows = str(ds.get("InPlanePhaseEncodingDirection", "COL")).upper() == "ROW"
     freq_axis, phase_axis = (col, row) if phase_along_rows else (row, col)
-    v = -freq * freq_axis - phase * phase_axis + slc * normal
-    norm = float(np.linalg.norm(v))
-    if norm < 1e-6:
-        return None
-    x, y, z = (v / norm).tolist()
+    x, y, z = (-freq * freq_axis - phase * phase_axis + slc * normal).tolist()
     return (x, y, z)
 
 
