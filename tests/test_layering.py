@@ -4,7 +4,7 @@
 Rooms, lowest first (a module may import its own room and the ones below it, never above):
 
     errors, _version -> io -> data, models, transforms, metrics -> inference -> tasks, plan, export
-    -> explain, review, viz -> cli, demo
+    -> explain, review, viz, pacs -> cli, demo
 
 ``inference`` (a trained model as one object and the pipeline it runs, no Lightning) sits under everything that
 runs a model; ``plan`` reads data/models/transforms and nothing above, so it sits beside ``tasks``. ``metrics``
@@ -31,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"data", "models", "transforms", "metrics"}),
     frozenset({"inference"}),
     frozenset({"tasks", "plan", "export"}),
-    frozenset({"explain", "review", "viz"}),
+    frozenset({"explain", "review", "viz", "pacs"}),
     frozenset({"cli", "demo", "__main__"}),
 )
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
@@ -43,6 +43,7 @@ SIDEWAYS = frozenset(
         ("export", "tasks"),  # a classification checkpoint is read through its LightningModule
         ("review", "explain"),  # the reading session shows explanations
         ("review", "viz"),  # ... drawn by viz
+        ("pacs", "explain"),  # the listener explains what it segments when asked
         ("__main__", "cli"),
         ("cli", "demo"),
     }
