@@ -2,8 +2,8 @@
 best and the worst site -- what a pooled mean hides when one hospital's scans are rarer or different.
 
 The tasks collect one row per case (site, per-class scores), gather them across DDP ranks, and call
-:func:`site_table` for the means; :func:`write_site_report` writes the table as CSV (every epoch so far) and a
-plot with one line per site.
+:func:`site_table` for the means; :func:`write_site_report` writes the table as CSV (every epoch so far), which
+:mod:`medimg.viz.sites` draws (one line per site).
 """
 
 from __future__ import annotations
@@ -123,16 +123,10 @@ def metric_key(prefix: str, site: str, name: str) -> str:
     return f"{prefix}/site_{re.sub(r'[^A-Za-z0-9_.-]', '_', site)}/{name}"
 
 
-def write_site_report(
-    history: list[dict[str, Any]], folder: str | Path, name: str, metrics: Sequence[str]
-) -> tuple[Path, Path]:
-    """Write ``<name>.csv`` (every row of ``history``: epoch, site, class, cases, metrics) and ``<name>.png``
-    (per metric, the class-mean of each site against the epoch: one line per site) into ``folder``, atomically.
-    Returns the two paths."""
-    from matplotlib.figure import Figure
-
-    folder = Path(folder)
-    csv_path, png_path = folder / f"{name}.csv", folder / f"{name}.png"
+def write_site_report(history: list[dict[str, Any]], folder: str | Path, name: str, metrics: Sequence[str]) -> Path:
+    """Write ``<name>.csv`` (every row of ``history``: epoch, site, class, cases, metrics) into ``folder``,
+    atomically, and return its path. :func:`medimg.viz.sites.save_site_plot` draws it (one line per site)."""
+    csv_path = Path(folder) / f"{name}.csv"
     fields = ["epoch", "site", "class", "class_index", "cases", *metrics]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -141,24 +135,7 @@ def write_site_report(
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     with atomic_path(csv_path) as tmp:
         tmp.write_text(buf.getvalue())
-
-    # matplotlib's object API (no pyplot): no global figure state, safe in a training process
-    fig = Figure(figsize=(4.5 * len(metrics), 3.2))
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics, strict=True):
-        points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for row in history:
-            points[row["site"]][int(row["epoch"])].append(row[metric])
-        for site in sorted(points):
-            epochs = sorted(points[site])
-            ax.plot(epochs, [_nanmean(points[site][e]) for e in epochs], marker="o", label=f"site {site}")
-        ax.set_xlabel("epoch")
-        ax.set_title(f"{name}: {metric} (mean over classes)")
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    return csv_path, png_path
+    return csv_path
 
 
 def grid_spacings(image: Any, n: int, fallback: Sequence[float] | None) -> list[tuple[float, ...]]:

@@ -1,7 +1,8 @@
 """Drawing and tables: everything medimg shows, apart from the data it shows.
 
 Three-plane figures with window presets, contours and heatmaps (:mod:`medimg.viz.planes`), and the scan's QA
-table as text or HTML (:mod:`medimg.viz.tables`). matplotlib is imported only when a figure is drawn.
+table as text or HTML (:mod:`medimg.viz.tables`), per-site scores over the epochs
+(:mod:`medimg.viz.sites`). matplotlib is imported only when a figure is drawn.
 """
 
 from medimg.viz.planes import (
@@ -16,6 +17,7 @@ from medimg.viz.planes import (
     to_ras,
     window_image,
 )
+from medimg.viz.sites import plot_site_history, save_site_plot
 from medimg.viz.tables import ScanTable, SeriesRow, scan_html, scan_text
 
 __all__ = [
@@ -27,7 +29,9 @@ __all__ = [
     "figure_png",
     "heatmap_2d",
     "pick_volume",
+    "plot_site_history",
     "render_planes",
+    "save_site_plot",
     "scan_html",
     "scan_text",
     "slice_2d",
