@@ -7,9 +7,9 @@ resolved lazily on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from medimg._lazy import attach
 from medimg._version import __version__
 from medimg.errors import MedimgError
 
@@ -27,12 +27,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from medimg.io.load import load
     from medimg.io.volume import Volume
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medimg' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = attach(__name__, _LAZY, __all__)

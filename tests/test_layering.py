@@ -26,7 +26,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "medimg"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "_version"}),
+    frozenset({"errors", "_version", "_lazy"}),
     frozenset({"io"}),
     frozenset({"data", "models", "transforms", "metrics"}),
     frozenset({"inference"}),
@@ -127,7 +127,7 @@ def _loaded_after(statement: str) -> set[str]:
 def test_import_medimg_is_light() -> None:
     loaded = _loaded_after("import medimg")
     assert not [m for m in HEAVY if m in loaded]
-    assert {m for m in loaded if m.startswith("medimg")} == {"medimg", "medimg._version", "medimg.errors"}
+    assert {m for m in loaded if m.startswith("medimg")} == {"medimg", "medimg._lazy", "medimg._version", "medimg.errors"}
 
 
 @pytest.mark.parametrize(

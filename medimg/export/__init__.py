@@ -7,9 +7,9 @@ checkpoints and so does.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from medimg._lazy import attach
 from medimg.inference.recipe import RECIPE_KEY, Recipe
 
 __all__ = ["RECIPE_KEY", "ExportReport", "Recipe", "export_checkpoint", "export_network", "load_exported"]
@@ -25,8 +25,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from medimg.export.exporter import ExportReport, export_checkpoint, export_network
     from medimg.inference.runtime import load_exported
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medimg.export' has no attribute {name!r}")
+__getattr__, __dir__ = attach(__name__, _LAZY, __all__)

@@ -8,8 +8,9 @@ their modules on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medimg._lazy import attach
 
 __all__ = ["RECIPE_KEY", "Model", "Recipe", "file_sha256", "open_model", "segment"]
 
@@ -26,8 +27,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from medimg.inference.model import Model, file_sha256, open_model, segment
     from medimg.inference.recipe import RECIPE_KEY, Recipe
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medimg.inference' has no attribute {name!r}")
+__getattr__, __dir__ = attach(__name__, _LAZY, __all__)
