@@ -300,6 +300,7 @@ def test_session_batch_explain_is_resumable_and_feeds_the_session(trained, capsy
         ex = state.source.ready(case)  # no computing needed
         assert ex is not None and ex.checkpoint_sha256 == state.source.checkpoint_sha256
         assert ex.heatmap.shape == ex.image.shape and ex.sanity is not None
+    assert state.source._model is None  # precomputed maps: the network was never built, only the file hashed
     assert state.reference() is not None  # the held-out label from labelsTs/
 
 

@@ -40,6 +40,7 @@ class ExplanationSource:
         if checkpoint is None and precomputed is None:
             raise ReviewError("a reading session needs a checkpoint or a folder of precomputed explanations")
         self._model: Model | None = None
+        self._sha256: str | None = None
         if isinstance(checkpoint, Model):
             self._model, checkpoint = checkpoint, checkpoint.path
         elif checkpoint is not None and not Path(checkpoint).is_file():
@@ -61,7 +62,17 @@ class ExplanationSource:
 
     @property
     def checkpoint_sha256(self) -> str | None:
-        return None if self.checkpoint is None and self._model is None else self.model().sha256
+        """The checkpoint's SHA-256: from the opened model, else hashed from the file (once), so a sitting over
+        precomputed explanations never builds the network."""
+        if self._model is not None:
+            return self._model.sha256
+        if self.checkpoint is None:
+            return None
+        if self._sha256 is None:
+            from medimg.inference.model import file_sha256
+
+            self._sha256 = file_sha256(self.checkpoint)
+        return self._sha256
 
     def get(self, case: ReadingCase) -> Explanation:
         """The explanation of ``case``; a case the model or the reader cannot use raises MedimgError."""
