@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from medimg._version import __version__
 from medimg.cli import parsers
 from medimg.cli.commands import EXIT_USER_ERROR, run_lightning
+from medimg.cli.listen import add_listen
+from medimg.cli.pacs import add_pacs
 from medimg.errors import MedimgError
 
 __all__ = ["main"]
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)
     parsers.add_adapt(sub)
     parsers.add_demo(sub)
+    add_pacs(sub)
+    add_listen(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ from medimg.errors import DicomReadError, ImageValueError, MedimgError
 from medimg.io.atomic import atomic_path
 from medimg.io.derived.concepts import AlgorithmInfo, new_instance
 from medimg.io.derived.grid import frame_geometry, place_frames, referenced_series_uids
+from medimg.io.derived.pm_readers import complete_for_readers
 from medimg.io.derived.source import PARAMETRIC_MAP_STORAGE, SourceSlices, check_on_grid, source_slices
 from medimg.io.dicom.series import Series
 from medimg.io.volume import Volume
@@ -104,6 +105,7 @@ def write_parametric_map(
         raise MedimgError(f"highdicom refused to build the Parametric Map ({type(exc).__name__}: {exc})", out) from exc
     # General Series (C.7.3.1) Laterality (0020,0060) is Type 2C: copied from the source, empty when unknown
     pm.Laterality = src.datasets[0].get("Laterality") or None
+    complete_for_readers(pm, src.datasets[0])  # Frame Anatomy, frame order: what dcmqi needs to read it
     with atomic_path(out) as tmp:
         pm.save_as(tmp)
     return out
