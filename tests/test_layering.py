@@ -127,7 +127,12 @@ def _loaded_after(statement: str) -> set[str]:
 def test_import_medimg_is_light() -> None:
     loaded = _loaded_after("import medimg")
     assert not [m for m in HEAVY if m in loaded]
-    assert {m for m in loaded if m.startswith("medimg")} == {"medimg", "medimg._lazy", "medimg._version", "medimg.errors"}
+    assert {m for m in loaded if m.startswith("medimg")} == {
+        "medimg",
+        "medimg._lazy",
+        "medimg._version",
+        "medimg.errors",
+    }
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from medimg._version import __version__
-from medimg.cli import parsers
+from medimg.cli import parsers, uncertainty
 from medimg.cli.commands import EXIT_USER_ERROR, run_lightning
 from medimg.cli.listen import add_listen
 from medimg.cli.pacs import add_pacs
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `medimg {name} --help`)", add_help=False)
     parsers.add_adapt(sub)
+    uncertainty.add_calibrate(sub)
     parsers.add_demo(sub)
     add_pacs(sub)
     add_listen(sub)

@@ -135,12 +135,16 @@ def _plan_for_fit(argv: list[str]) -> list[str]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    if len(args.ckpt) > 1 or args.tta:  # an ensemble, or flips: uncertainty maps and risk beside the mask
+        from medimg.cli.uncertainty import cmd_segment_uncertain
+
+        return cmd_segment_uncertain(args)
     from medimg.inference.model import open_model  # no Lightning on this path, checkpoint or export
     from medimg.inference.timings import Timings
 
     timings = Timings()
     with timings.stage("load"):  # opening the model counts as loading
-        model = open_model(args.ckpt, device=args.device, threads=args.threads)
+        model = open_model(args.ckpt[0], device=args.device, threads=args.threads)
     timings.device = "cuda" if model.on_gpu else "cpu"
     vol = model.segment(args.input, args.output, precision=args.precision, progress=True, timings=timings)
     print(timings.summary())

@@ -55,7 +55,12 @@ def add_convert(sub: SubParsers) -> None:
 
 def add_segment(sub: SubParsers) -> None:
     p = sub.add_parser("segment", help="segment a DICOM folder or NIfTI with a trained checkpoint")
-    p.add_argument("ckpt", help="checkpoint written by `medimg fit`, or MODEL.onnx / MODEL.pt2 from `medimg export`")
+    p.add_argument(
+        "ckpt",
+        nargs="+",
+        help="checkpoint written by `medimg fit`, or MODEL.onnx / MODEL.pt2 from `medimg export`; several: an "
+        "ensemble (one recipe), written with uncertainty maps and a risk JSON beside the mask",
+    )
     p.add_argument("input", help="DICOM folder/file or .nii/.nii.gz")
     p.add_argument(
         "output", help="mask to write (.nii.gz), in the input's geometry; .dcm writes a DICOM SEG of a DICOM input"
@@ -64,6 +69,7 @@ def add_segment(sub: SubParsers) -> None:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (torch or onnxruntime)")
     p.add_argument("--timings", default=None, help="write the stage timings (seconds, voxel rate, peak RSS) as JSON")
+    p.add_argument("--tta", action="store_true", help="test-time flips: uncertainty maps, risk JSON beside the mask")
     p.set_defaults(func=cmd_segment)
 
 
@@ -132,7 +138,12 @@ def add_adapt(sub: SubParsers) -> None:
     p.add_argument("ckpt", help="checkpoint written by `medimg fit`")
     p.add_argument("--images", required=True, help="folder of the new site's images (.nii/.nii.gz, DICOM folders)")
     p.add_argument("--out", required=True, help="adapted checkpoint to write (not written if the proxy gets worse)")
-    p.add_argument("--method", default="adabn", choices=("adabn", "tent", "adabn+tent"))
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "adabn", "tent", "adabn+tent"),
+        help="auto (default): AdaBN for batch-norm nets, TENT for the planned instance-norm nets",
+    )
     p.add_argument("--windows", type=int, default=8, help="windows sampled per image (default 8)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.set_defaults(func=cmd_adapt)

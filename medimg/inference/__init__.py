@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from medimg._lazy import attach
 
-__all__ = ["RECIPE_KEY", "Model", "Recipe", "file_sha256", "open_model", "segment"]
+__all__ = ["RECIPE_KEY", "Ensemble", "Model", "Recipe", "file_sha256", "open_ensemble", "open_model", "segment"]
 
 _LAZY = {
     "RECIPE_KEY": "medimg.inference.recipe",
@@ -21,9 +21,12 @@ _LAZY = {
     "file_sha256": "medimg.inference.model",
     "open_model": "medimg.inference.model",
     "segment": "medimg.inference.model",
+    "Ensemble": "medimg.inference.ensemble",
+    "open_ensemble": "medimg.inference.ensemble",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medimg.inference.ensemble import Ensemble, open_ensemble
     from medimg.inference.model import Model, file_sha256, open_model, segment
     from medimg.inference.recipe import RECIPE_KEY, Recipe
 

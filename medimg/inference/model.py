@@ -19,7 +19,7 @@ import hashlib
 import io
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,16 @@ class Model:
                 timings=t,
             )
 
+    def segment_uncertain(
+        self, image: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *, tta: bool = True
+    ) -> Any:
+        """The mask with uncertainty maps and a risk record (:class:`~medimg.inference.ensemble.Ensemble` of this
+        model alone, by default with test-time flips); for several models use
+        :func:`~medimg.inference.ensemble.open_ensemble`."""
+        from medimg.inference.ensemble import Ensemble
+
+        return Ensemble([self], tta=tta).segment(image, output)
+
     def classify(self, image: str | os.PathLike[str]) -> dict[str, float]:
         """Class probabilities (softmax of the logits) of one image or volume, by class name."""
         from medimg.inference.pipeline import classification_input
@@ -197,7 +207,11 @@ def model_from_checkpoint(data: dict[str, Any], path: Path | None, digest: str, 
         net.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"the checkpoint's weights do not fit its network ({type(exc).__name__})", path) from exc
-    return _torch_model(net.to(device), hp, _class_names(hp, data), digest, path)
+    model = _torch_model(net.to(device), hp, _class_names(hp, data), digest, path)
+    calibration = data.get("calibration") or {}  # `medimg calibrate` writes it (medimg.inference.calibrate)
+    if "temperature" in calibration:
+        model.recipe = replace(model.recipe, temperature=float(calibration["temperature"]))
+    return model
 
 
 def model_from_task(task: Any) -> Model:

@@ -43,6 +43,10 @@ class Recipe:
         spatial_dims / image_size / intensity / ct_window: classification only, the evaluation transform of
             :class:`~medimg.data.classification.ClassificationDataModule` (resize, then CT window or 0.5-99.5
             percentiles to [0, 1]).
+        temperature: the calibration temperature T > 0 the logits are divided by before the softmax wherever
+            probabilities are shown (uncertainty maps, risk); fitted on validation logits by
+            :func:`medimg.metrics.calibration.fit_temperature`. 1.0 (the default, and what a recipe written before
+            it existed reads as) leaves the probabilities unchanged; the label map never depends on it.
     """
 
     task: Literal["segmentation", "classification"]
@@ -62,6 +66,7 @@ class Recipe:
     image_size: tuple[int, ...] = ()
     intensity: str = "percentile"
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    temperature: float = 1.0
 
     @property
     def window_shape(self) -> tuple[int, ...]:

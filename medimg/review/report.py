@@ -52,9 +52,11 @@ def export_report(
     answers = _answers_of(store, [case_id for case_id, _ in cases])
     parts = _head(title)
     if store is not None:
+        from medimg.review.study.orders import read_orders
         from medimg.review.study.study_report import study_html
 
-        parts += study_html([a for case in answers.values() for a in case], [c for c, _ in cases], skipped)
+        given = [a for case in answers.values() for a in case]
+        parts += study_html(given, [c for c, _ in cases], skipped, read_orders(store.path))
     for case_id, ex in cases:
         parts += _case_section(case_id, ex, (labels or {}).get(case_id), answers[case_id])
         if dicom_dir is not None and ex is not None:

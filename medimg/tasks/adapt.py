@@ -7,7 +7,14 @@ Two established methods, both touching normalisation layers only:
 * **TENT** (Wang et al. 2021, "Tent: fully test-time adaptation by entropy minimization"): the normalisation
   layers' affine parameters (scale, shift) are trained to lower the entropy of the predictions on the new site.
   The statistics stay those of the checkpoint (or AdaBN's, with ``"adabn+tent"``) and the layers stay in eval
-  mode, so the written checkpoint predicts exactly as it was adapted.
+  mode, so the written checkpoint predicts exactly as it was adapted. The networks ``medimg plan`` makes use
+  instance normalisation without affine parameters (MONAI's default) and no running statistics, so AdaBN has
+  nothing to re-estimate and TENT nothing to train: TENT then gives each such layer an affine scale 1 and shift 0
+  (the network predicts exactly as before) and trains those; the written checkpoint's ``net_kwargs`` ask for
+  affine instance norms, so it opens like any other.
+
+``method="auto"`` (the default) picks what applies to the network: AdaBN where it has batch-norm running
+statistics, TENT otherwise.
 
 The windows the statistics and the entropy are computed on are sampled like training samples them: half
 centred on what the model itself segments as foreground, half on background
@@ -36,9 +43,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from medimg.errors import ConfigError, MedimgError
+from medimg.tasks.adapt_norms import ADAPT_METHODS, batch_norms, enable_instance_norm_affine, norm_layers, pick_method
 
 __all__ = [
     "ADAPT_METHODS",
@@ -52,9 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: the methods ``medimg adapt --method`` offers
-ADAPT_METHODS = ("adabn", "tent", "adabn+tent")
 
 #: the adapted model must predict at least this fraction of the original's foreground volume (collapse guard)
 MIN_FOREGROUND_RATIO = 0.5
@@ -162,15 +166,6 @@ def check_modality(trained: str, path: Path, original: torch.Tensor) -> None:
         )
 
 
-def _norm_layers(net: nn.Module) -> list[nn.Module]:
-    norms = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
-    return [m for m in net.modules() if isinstance(m, norms)]
-
-
-def _batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
 def _flip_back(task: Any, x: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.flip(task.infer(torch.flip(x, dims=(axis,))), dims=(axis,))
 
@@ -228,7 +223,7 @@ def _windows(
 
 
 def _adabn(task: Any, windows: list[torch.Tensor], batch_size: int) -> None:
-    bns = _batch_norms(task.net)
+    bns = batch_norms(task.net)
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
@@ -247,7 +242,9 @@ def _adabn(task: Any, windows: list[torch.Tensor], batch_size: int) -> None:
 
 
 def _tent(task: Any, windows: list[torch.Tensor], batch_size: int, steps: int, lr: float) -> None:
-    params = [p for m in _norm_layers(task.net) for p in m.parameters(recurse=False)]
+    if enable_instance_norm_affine(task):
+        log.info("TENT: instance norms given an identity affine (scale 1, shift 0) to train")
+    params = [p for m in norm_layers(task.net) for p in m.parameters(recurse=False)]
     if not params:
         raise ConfigError("the network's normalisation layers have no affine parameters: TENT has nothing to train")
     for p in task.net.parameters():
@@ -275,7 +272,7 @@ def _tent(task: Any, windows: list[torch.Tensor], batch_size: int, steps: int, l
 def adapt(
     task: Any,
     images: list[Path],
-    method: Literal["adabn", "tent", "adabn+tent"] = "adabn",
+    method: Literal["auto", "adabn", "tent", "adabn+tent"] = "auto",
     windows_per_image: int = 8,
     pos_neg_ratio: float = 1.0,
     batch_size: int = 4,
@@ -292,9 +289,8 @@ def adapt(
     from medimg.inference.model import model_from_task
     from medimg.transforms.pipelines import Preprocessing
 
-    if method not in ADAPT_METHODS:
-        raise ConfigError(f"method must be one of {', '.join(ADAPT_METHODS)}, got {method!r}")
-    if "adabn" in method and not _batch_norms(task.net):
+    method = pick_method(task.net, method)  # type: ignore[assignment]
+    if "adabn" in method and not batch_norms(task.net):
         raise ConfigError(
             "the network has no batch-norm layers with running statistics: AdaBN has nothing to re-estimate "
             "(use --method tent)"
@@ -333,7 +329,7 @@ def adapt_checkpoint(
     ckpt: str | os.PathLike[str],
     images_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    method: Literal["adabn", "tent", "adabn+tent"] = "adabn",
+    method: Literal["auto", "adabn", "tent", "adabn+tent"] = "auto",
     device: str | None = None,
     **kwargs: Any,
 ) -> AdaptationReport:
@@ -362,12 +358,13 @@ def adapt_checkpoint(
             else "the predicted foreground collapsed"
         )
         raise AdaptationRefusedError(
-            f"{method} made the unlabelled proxy worse ({why}) on {len(images)} image(s) "
+            f"{report.method} made the unlabelled proxy worse ({why}) on {len(images)} image(s) "
             f"(before: {report.before}; after: {report.after}); {out} not written",
             images_dir,
         )
     checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in task.state_dict().items()}
+    checkpoint["hyper_parameters"]["net_kwargs"] = task.hparams["net_kwargs"]  # affine instance norms, if TENT added
     checkpoint["adaptation"] = [*checkpoint.get("adaptation", []), report.as_record()]
     with atomic_path(out) as tmp:
         torch.save(checkpoint, tmp)

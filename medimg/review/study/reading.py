@@ -110,6 +110,9 @@ class ReadingSession:
         self.reader = check_reader(reader)
         self.worklist, self.store, self.source = worklist, store, source
         self.cases = worklist.for_reader(self.reader)
+        from medimg.review.study.orders import record_order
+
+        record_order(store.path, self.reader, worklist.order_name)  # the study report says which order each had
         self.failed: list[SkippedCase] = []  # cases that could not be opened during this sitting
         self.position = self.first_unanswered()
 

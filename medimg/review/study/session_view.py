@@ -77,6 +77,8 @@ class SessionWidget:
         self.header.value = (
             f"<b>case {self.state.position + 1} of {n}</b> &nbsp; ({done} answered by {html.escape(self.state.reader)})"
         )
+        risk = self.state.worklist.risk.get(self.state.current.case_id)  # triage: the risk and its reason
+        self.header.value += f" &nbsp; <span class='risk'>{html.escape(str(risk))}</span>" if risk else ""
         self.previous.disabled = self.state.position == 0
         self.next.disabled = self.state.position == n - 1
 

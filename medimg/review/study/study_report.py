@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from medimg.review.store import VERDICTS, Feedback
 from medimg.review.study.agreement import StudyAgreement, study_agreement
@@ -16,25 +16,34 @@ from medimg.review.study.worklist import SkippedCase
 __all__ = ["study_html"]
 
 
-def study_html(answers: Sequence[Feedback], case_ids: Sequence[str], skipped: Sequence[SkippedCase] = ()) -> list[str]:
-    """The summary's HTML parts (``answers``: every row, amendments included; the current ones count)."""
+def study_html(
+    answers: Sequence[Feedback],
+    case_ids: Sequence[str],
+    skipped: Sequence[SkippedCase] = (),
+    orders: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The summary's HTML parts (``answers``: every row, amendments included; the current ones count;
+    ``orders``: each reader's case order in words, :func:`medimg.review.study.orders.read_orders`)."""
     study = study_agreement(answers, case_ids)
     return [
         "<h2>Study summary</h2>",
-        _readers(study),
+        _readers(study, orders or {}),
         _agreement(study),
         _verdicts(study),
         _skipped(skipped),
     ]
 
 
-def _readers(study: StudyAgreement) -> str:
+def _readers(study: StudyAgreement, orders: Mapping[str, str]) -> str:
     t = study.table
-    rows = ["<h3>Answers per reader</h3><table><tr><th>reader</th><th>answered</th>"]
+    rows = ["<h3>Answers per reader</h3><table><tr><th>reader</th><th>case order</th><th>answered</th>"]
     rows += [f"<th>{v}</th>" for v in VERDICTS] + ["</tr>"]
     for r, reader in enumerate(t.readers):
         counts = Counter(row[r] for row in t.verdicts if row[r] is not None)
-        rows.append(f"<tr><td>{html.escape(reader)}</td><td>{sum(counts.values())} of {len(t.case_ids)}</td>")
+        order = html.escape(orders.get(reader, "not recorded"))
+        rows.append(
+            f"<tr><td>{html.escape(reader)}</td><td>{order}</td><td>{sum(counts.values())} of {len(t.case_ids)}</td>"
+        )
         rows += [f"<td>{counts.get(v, 0)}</td>" for v in VERDICTS] + ["</tr>"]
     rows.append("</table>")
     return "".join(rows) if t.readers else "<p><em>no answers recorded yet</em></p>"
