@@ -94,12 +94,31 @@ def _drop_run_record(folder: Path) -> None:
     (folder / RUN_RECORD).unlink()
 
 
+def _older_medimg(folder: Path) -> None:
+    """What an older medimg wrote: a fingerprint without attempts or dataset digest, no run.json."""
+    fingerprint = json.loads((folder / "fingerprint.json").read_text())
+    for key in ("attempts", "dataset_digest", "container_image"):
+        fingerprint.pop(key, None)
+    (folder / "fingerprint.json").write_text(json.dumps({**fingerprint, "medimg": "0.0.9"}))
+    _drop_run_record(folder)
+
+
+def _odd_record_values(folder: Path) -> None:
+    """run.json and fingerprint.json with values of the wrong type (another version, a hand edit)."""
+    record = json.loads((folder / RUN_RECORD).read_text())
+    (folder / RUN_RECORD).write_text(json.dumps({**record, "wall_s": "12 s", "epochs": None, "peak_rss_mb": [1]}))
+    fingerprint = json.loads((folder / "fingerprint.json").read_text())
+    (folder / "fingerprint.json").write_text(json.dumps({**fingerprint, "attempts": {"0": "x"}}))
+
+
 @pytest.mark.parametrize(
     ("damage", "status", "note"),
     [
         (_truncate_metrics, "finished", "metrics.csv: "),
         (_garble_metrics, "finished", "metrics.csv: "),
         (_drop_run_record, "unknown", f"no {RUN_RECORD}"),
+        (_older_medimg, "unknown", "fingerprint.json without attempts"),
+        (_odd_record_values, "finished", f"{RUN_RECORD}: wall_s is not a number"),
     ],
 )
 def test_a_damaged_run_is_listed_with_a_note(runs_root, tmp_path, damage, status, note):
@@ -110,6 +129,7 @@ def test_a_damaged_run_is_listed_with_a_note(runs_root, tmp_path, damage, status
     assert row.status == status
     assert [n for n in row.notes if n.startswith(note)], row.notes
     assert "note version_0: " + note in runs_text(table(copy))
+    assert main(["runs", str(copy), "--csv", str(tmp_path / "runs.csv")]) == 0  # the CLI lists it, no traceback
 
 
 def test_empty_root_is_a_note_and_missing_root_an_error(tmp_path, capsys):

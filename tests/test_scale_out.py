@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from tests_support import ROOT, SMALL_FIT
+from tracking_support import MLFLOW_ARGS, check_one_run, local_store
 
 from medimg.data.phantoms import make_phantom_msd
 from medimg.tasks.logs import read_metrics
@@ -76,14 +77,14 @@ def test_sigkill_at_random_moments_and_mid_checkpoint_write_resumes_from_last(da
     saved_epochs: list[int] = []
 
     # 1. killed at a random moment of epoch 1 (after epoch 0's checkpoint)
-    proc = start(fit_cmd(dataset, out), log)
+    proc = start(fit_cmd(dataset, out, *MLFLOW_ARGS), log)  # with MLflow's local store
     wait_for(proc, last.exists, "the first last.ckpt", log)
     time.sleep(rng.uniform(0.0, 1.0))
     kill(proc)
     saved_epochs.append(torch.load(last, weights_only=False)["epoch"])  # complete and loadable
 
     # 2. resumed, then killed the moment a checkpoint write has begun (its temporary file exists)
-    proc = start(fit_cmd(dataset, out, "--ckpt_path", "last"), log)
+    proc = start(fit_cmd(dataset, out, *MLFLOW_ARGS, "--ckpt_path", "last"), log)
     wait_for(proc, training_started(out, 1), "training of the resumed run", log)
     wait_for(proc, lambda: bool(partial_writes(ckpts)), "a checkpoint write", log, poll=0.002)
     kill(proc)
@@ -95,7 +96,7 @@ def test_sigkill_at_random_moments_and_mid_checkpoint_write_resumes_from_last(da
         (ckpts / ".last.k1ll3d0x.ckpt").write_bytes(last.read_bytes()[: last.stat().st_size // 2])
 
     # 3. resumed to the end
-    proc = start(fit_cmd(dataset, out, "--ckpt_path", "last"), log)
+    proc = start(fit_cmd(dataset, out, *MLFLOW_ARGS, "--ckpt_path", "last"), log)
     assert proc.wait(timeout=RUN_TIMEOUT) == 0, log.read_text()[-4000:]
 
     assert not list(ckpts.glob(".*")), sorted(ckpts.iterdir())  # partial writes removed, none added
@@ -112,6 +113,11 @@ def test_sigkill_at_random_moments_and_mid_checkpoint_write_resumes_from_last(da
     want = [0, saved_epochs[0] + 1] + ([saved_epochs[1] + 1] if second_saved else [])
     assert [a["start_epoch"] for a in attempts] == want, (saved_epochs, attempts)
     assert all(a["resumed_from"] == str(last) for a in attempts[1:]), attempts
+    # MLflow: one run through the kills (its id came back from last.ckpt); every attempt that reached training is
+    # tagged, the second one too when it got that far before its kill
+    _, tagged = check_one_run(local_store(out), EPOCHS)
+    assert {a["started"] for a in attempts} <= {a["started"] for a in tagged}, (attempts, tagged)
+    assert 2 <= len(tagged) <= 3 and tagged[0]["start_epoch"] == 0, tagged
 
 
 @pytest.mark.slow
@@ -122,7 +128,8 @@ def test_torchrun_script_trains_two_cpu_processes(dataset, tmp_path):
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "torchrun_fit.sh"), str(ROOT / "configs" / "seg_unet3d.yaml"),
          str(dataset), "2", *SMALL_FIT[2:], "--trainer.max_epochs", "1", "--data.epoch_length", "8",
-         "--trainer.default_root_dir", str(out), "--trainer.callbacks+=medimg.tasks.callbacks.WeightsDigest"],
+         "--trainer.default_root_dir", str(out), "--trainer.callbacks+=medimg.tasks.callbacks.WeightsDigest",
+         *MLFLOW_ARGS],
         capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -132,6 +139,8 @@ def test_torchrun_script_trains_two_cpu_processes(dataset, tmp_path):
     assert len(set(digests.values())) == 1
     fp = json.loads(next(out.rglob("fingerprint.json")).read_text())
     assert fp["attempts"][0]["scheduler"] == "torchelastic", fp["attempts"]
+    _, tagged = check_one_run(local_store(out), 1)  # 2 ranks, one MLflow run: rank 0 alone tracks
+    assert [a["scheduler"] for a in tagged] == ["torchelastic"], tagged
 
 
 def test_torchrun_script_without_gpus_or_count_says_what_to_give(dataset, tmp_path):

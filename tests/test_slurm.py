@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from slurm_cluster import SlurmCluster, ensure_installed
 from tests_support import ROOT, SMALL_FIT
+from tracking_support import MLFLOW_ARGS, check_one_run, local_store
 
 from medimg.data.phantoms import make_phantom_msd
 from medimg.tasks.logs import read_metrics
@@ -98,7 +99,8 @@ def test_slurm_ddp_job_completes_with_identical_weights(cluster, dataset, tmp_pa
 def preempted(cluster, dataset, tmp_path_factory):
     """A job that gets SLURM's warning signal once epoch 0 is checkpointed, requeues and finishes."""
     work = tmp_path_factory.mktemp("preempted")
-    job, out = submit_fit(cluster, work, str(CONFIG), str(dataset), *FIT_ARGS, "--trainer.max_epochs", str(EPOCHS))
+    fit = [*FIT_ARGS, *MLFLOW_ARGS, "--trainer.max_epochs", str(EPOCHS)]  # with MLflow's local store
+    job, out = submit_fit(cluster, work, str(CONFIG), str(dataset), *fit)
     run = work / "run"
     cluster.wait_state(job, {"RUNNING"}, JOB_TIMEOUT, out)
     first = run / "checkpoints" / "last.ckpt"
@@ -155,6 +157,11 @@ def test_slurm_requeued_run_fingerprint_records_both_attempts(preempted):
     assert attempts[1]["resumed_from"].endswith("last.ckpt"), attempts
     first = json.loads((run / "lightning_logs" / "version_0" / "fingerprint.json").read_text())["attempts"]
     assert first == attempts[:1]  # the first attempt's own record, unchanged
+    # MLflow: one run across the requeue (its id came back from last.ckpt), both attempts tagged, rank 0 only
+    mlflow_run, tagged = check_one_run(local_store(run), EPOCHS)
+    assert [(a["job_id"], a["restart_count"]) for a in tagged] == [(preempted["job"], 0), (preempted["job"], 1)]
+    assert "medimg.attempt.2.changed_params" not in mlflow_run.data.tags, mlflow_run.data.tags  # same config
+    assert mlflow_run.data.params["trainer.max_epochs"] == str(EPOCHS), mlflow_run.data.params
 
 
 @pytest.mark.parametrize(

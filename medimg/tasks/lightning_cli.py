@@ -2,8 +2,10 @@
 
 What every run gets without configuring it (all can be overridden on the command line or in YAML):
 
-* TensorBoard *and* CSV logs under ``<default_root_dir>/lightning_logs/version_N`` (an MLflow logger can be
-  added with ``--trainer.logger+=pytorch_lightning.loggers.MLFlowLogger``),
+* TensorBoard *and* CSV logs under ``<default_root_dir>/lightning_logs/version_N``; MLflow too with
+  ``--trainer.logger medimg.tasks.tracking.MLflowRunLogger`` or ``--config configs/mlflow.yaml``: one MLflow run
+  per medimg run across requeues and resumes (:mod:`medimg.tasks.tracking`); trackers given alone get the
+  run folder's TensorBoard and CSV logs in front of them,
 * ``fingerprint.json`` in that folder (code, versions, GPUs, container, resolved config, dataset digest),
 * ``run.json`` in that folder (status on exit, wall time, device-hours, peak memory, epochs:
   :mod:`medimg.tasks.run_record`), which ``medimg runs`` puts side by side with the other runs,
@@ -58,10 +60,17 @@ class MedimgCLI(LightningCLI):
         extra.append(RunFingerprint(config=self.resolved_config()))
         extra.append(RequeueOnSignal())
         extra.append(RunRecord())
-        if cfg["trainer"].get("logger") in (None, True):
+        loggers = _configured_loggers(init["trainer"].get("logger"), cfg["trainer"].get("logger"))
+        if loggers is not None and not any(isinstance(lg, (CSVLogger, TensorBoardLogger)) for lg in loggers):
+            # the run folder's own logs come first (trainer.log_dir is the first logger's), trackers after them
             tb = TensorBoardLogger(save_dir=root, name="lightning_logs", default_hp_metric=False)
-            kwargs["logger"] = [tb, CSVLogger(save_dir=root, name="lightning_logs", version=tb.version)]
+            loggers = [tb, CSVLogger(save_dir=root, name="lightning_logs", version=tb.version), *loggers]
             extra.append(LearningRateMonitor(logging_interval="epoch"))
+        if loggers is not None:
+            kwargs["logger"] = loggers
+            resolved = self.resolved_config()
+            run_config = resolved.get(self.subcommand, resolved) if self.subcommand else resolved
+            extra += _tracking_callbacks(loggers, run_config, cfg.get("config"))
         plugins = list(kwargs.pop("plugins", None) or [])
         plugins.append(AtomicCheckpointIO())
         plugins += _slurm_environment(plugins)
@@ -85,6 +94,30 @@ class MedimgCLI(LightningCLI):
             return loaded
         except Exception:  # the dump is for the record only; never fail a run on it
             return {"unserialisable_config": str(self.config)}
+
+
+def _configured_loggers(instances: Any, configured: Any) -> list[Any] | None:
+    """The loggers given (``--trainer.logger``, YAML) as a list: ``[]`` for the default (``None``/``true``), the
+    run folder's loggers are added to it; ``None`` for ``--trainer.logger false``."""
+    if configured in (None, True) or instances in (None, True):
+        return []
+    if instances is False:
+        return None
+    return list(instances) if isinstance(instances, (list, tuple)) else [instances]
+
+
+def _tracking_callbacks(loggers: list[Any], config: dict[str, Any], config_files: Any) -> list[Any]:
+    """For each MLflow logger of medimg (:mod:`medimg.tasks.tracking`): the resolved config and the ``--config``
+    files (the plan) to log, and the callback that keeps it on one run."""
+    from medimg.tasks.tracking import MLflowRunKeeper, MLflowRunLogger
+
+    keepers: list[Any] = []
+    for logger in loggers:
+        if isinstance(logger, MLflowRunLogger):
+            logger.config = config
+            logger.config_files = [Path(str(p)) for p in (config_files or [])]
+            keepers.append(MLflowRunKeeper(logger))
+    return keepers
 
 
 def _slurm_environment(plugins: list[Any]) -> list[Any]:

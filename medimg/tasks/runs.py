@@ -225,11 +225,24 @@ def _fill_record(record: Mapping[str, Any] | None, row: RunRow) -> None:
         row.notes.append("still running, or killed without a word (SIGKILL, out of memory, node lost)")
     if record.get("error"):
         row.notes.append(f"crashed with {record['error']}")
-    row.wall_s, row.device_hours = record.get("wall_s"), record.get("device_hours")
+    row.wall_s, row.device_hours = _number(record, "wall_s", row), _number(record, "device_hours", row)
     row.device_kind = record.get("device_kind")
-    row.peak_rss_mb, row.peak_gpu_mb = record.get("peak_rss_mb"), record.get("peak_gpu_mb")
-    row.epochs = record.get("epochs") if record.get("epochs") is not None else row.epochs
+    row.peak_rss_mb, row.peak_gpu_mb = _number(record, "peak_rss_mb", row), _number(record, "peak_gpu_mb", row)
+    epochs = _number(record, "epochs", row)
+    row.epochs = int(epochs) if epochs is not None else row.epochs
     row.date = row.date or record.get("started")
+
+
+def _number(record: Mapping[str, Any], key: str, row: RunRow) -> float | None:
+    """``record[key]`` as a finite number; ``None`` (with a note) for what another medimg version or a hand edit
+    left there instead."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    row.notes.append(f"{RUN_RECORD}: {key} is not a number ({type(value).__name__})")
+    return None
 
 
 def read_run(folder: Path, name: str) -> RunRow:
@@ -240,8 +253,10 @@ def read_run(folder: Path, name: str) -> RunRow:
         row.commit = fingerprint.get("git_commit")
         row.dataset_digest = fingerprint.get("dataset_digest")
         attempts = fingerprint.get("attempts") or []
-        row.attempts = len(attempts) if isinstance(attempts, list) else None
-        if attempts and isinstance(attempts[0], dict):
+        row.attempts = len(attempts) if isinstance(attempts, list) and attempts else None
+        if not row.attempts:
+            row.notes.append("fingerprint.json without attempts (older medimg): attempts unknown")
+        if row.attempts and isinstance(attempts[0], dict):
             row.date = attempts[0].get("started")
     else:
         row.notes.append("no fingerprint.json")
