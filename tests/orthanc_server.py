@@ -1,10 +1,6 @@
-"""A real Orthanc PACS for the tests: Debian's ``orthanc`` and ``orthanc-dicomweb``, run as a subprocess on
-127.0.0.1 with free ports, its own storage folder and JSON configuration, torn down afterwards.
-
-The configuration is the one a hospital research PACS has: HTTP authentication on (one registered user with a
-random password), the DICOMweb plugin at ``/dicom-web/``, a DICOM port whose AE title is checked, and medimg's
-AE title registered as a modality (host 127.0.0.1, the port of the test's own storage SCP, for C-MOVE). Unknown
-calling AE titles are refused (every ``DicomAlwaysAllow*`` is off), so "unknown AE" is a real refusal.
+"""A real Orthanc PACS for the tests: Debian's ``orthanc`` and ``orthanc-dicomweb`` (installed with apt when
+missing), run by :class:`medimg.pacs.local_orthanc.LocalOrthanc` -- 127.0.0.1, free ports, its own storage
+folder, HTTP authentication on, medimg registered as a DICOM modality, unknown calling AE titles refused.
 
 :class:`SwallowingProxy` is the PACS of dicomweb-client#42: it answers 200 to every STOW-RS request without
 storing anything and passes every other request to the real Orthanc -- only a query-back can catch it.
@@ -13,160 +9,23 @@ storing anything and passes every other request to the real Orthanc -- only a qu
 from __future__ import annotations
 
 import http.server
-import json
-import os
-import secrets
-import shutil
-import socket
-import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
-from base64 import b64encode
-from pathlib import Path
 
 from debian_support import apt_install
 
-PACKAGES = ("orthanc", "orthanc-dicomweb")
-BINARY = "Orthanc"  # Debian installs it as /usr/sbin/Orthanc
-#: Where Debian's orthanc-dicomweb puts the plugin (a symlink to /usr/lib/orthanc/libOrthancDicomWeb.so.*).
-PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
-PACS_AE, MEDIMG_AE, USER = "ORTHANC", "MEDIMG", "medimg"
+from medimg.pacs.local_orthanc import MEDIMG_AE, PACKAGES, PACS_AE, USER, LocalOrthanc, free_ports, why_unavailable
 
+__all__ = ["MEDIMG_AE", "PACS_AE", "USER", "Orthanc", "SwallowingProxy", "ensure_installed", "free_ports"]
 
-def _exe() -> str | None:
-    return shutil.which(BINARY, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
-
-
-def dicomweb_plugin() -> str | None:
-    for folder in PLUGIN_DIRS:
-        for path in sorted(Path(folder).glob("libOrthancDicomWeb.so*")) if Path(folder).is_dir() else []:
-            return str(path)
-    return None
+#: The launcher is medimg's own (a user feature: :mod:`medimg.pacs.local_orthanc`); the tests add apt.
+Orthanc = LocalOrthanc
 
 
 def ensure_installed() -> str | None:
     """Install orthanc and orthanc-dicomweb with apt when missing; return why they cannot be had, or None."""
-    return apt_install(PACKAGES, lambda: _exe() is not None and dicomweb_plugin() is not None, recommends=False)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class Orthanc:
-    """One Orthanc under ``root``: ``start()``, ``stop()``, and the REST calls the tests use to look inside."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.password = secrets.token_urlsafe(16)
-        self.http_port, self.dicom_port, self.scp_port = free_ports(3)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = root / "orthanc.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def dicomweb_url(self) -> str:
-        return f"{self.url}/dicom-web"
-
-    def write_config(self) -> Path:
-        (self.root / "storage").mkdir(parents=True, exist_ok=True)
-        config = {
-            "Name": "medimg-test",
-            "StorageDirectory": str(self.root / "storage"),
-            "IndexDirectory": str(self.root / "storage"),
-            "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": True,
-            "RegisteredUsers": {USER: self.password},
-            "DicomServerEnabled": True,
-            "DicomAet": PACS_AE,
-            "DicomPort": self.dicom_port,
-            "DicomCheckCalledAet": True,
-            "DicomCheckModalityHost": True,
-            "DicomAlwaysAllowEcho": False,
-            "DicomAlwaysAllowStore": False,
-            "DicomAlwaysAllowFind": False,
-            "DicomAlwaysAllowGet": False,
-            "DicomAlwaysAllowMove": False,
-            "DicomModalities": {"medimg": {"AET": MEDIMG_AE, "Host": "127.0.0.1", "Port": self.scp_port}},
-            "Plugins": [dicomweb_plugin()],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.http_port}"},
-            "StableAge": 1,
-            "HttpTimeout": 30,
-        }
-        path = self.root / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2))
-        return path
-
-    def start(self, timeout: float = 60) -> None:
-        config = self.write_config()
-        out = open(self.log, "ab")  # noqa: SIM115 (closed with the process)
-        self.proc = subprocess.Popen([_exe() or BINARY, str(config)], stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}\n{self.diagnostics()}")
-            try:
-                self.rest("/system")
-                return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.3)
-        raise TimeoutError(f"Orthanc did not answer /system within {timeout:.0f} s\n{self.diagnostics()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=20)
-
-    def diagnostics(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no log)"
-
-    # --- looking inside, through Orthanc's own REST API ---------------------------------------------------------
-    def rest(self, path: str, method: str = "GET", data: bytes | None = None) -> object:
-        token = b64encode(f"{USER}:{self.password}".encode()).decode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            body = resp.read()
-        return json.loads(body) if body else None
-
-    def upload(self, files: list[Path]) -> None:
-        """Store files the way a modality's archive import would (REST ``POST /instances``)."""
-        for f in files:
-            self.rest("/instances", "POST", f.read_bytes())
-
-    def instances(self) -> list[str]:
-        """Orthanc's ids of every instance it holds."""
-        return list(self.rest("/instances"))  # type: ignore[call-overload]
-
-    def sop_uids(self) -> list[str]:
-        """SOP Instance UIDs of every instance held, one entry per stored instance."""
-        found = self.rest(
-            "/tools/find", "POST", json.dumps({"Level": "Instance", "Query": {}, "Expand": True}).encode()
-        )
-        return [i["MainDicomTags"]["SOPInstanceUID"] for i in found]  # type: ignore[union-attr]
-
-    def clear(self) -> None:
-        """Delete every patient (and so everything) stored."""
-        for pid in self.rest("/patients"):  # type: ignore[union-attr]
-            self.rest(f"/patients/{pid}", "DELETE")
+    return apt_install(PACKAGES, lambda: why_unavailable() is None, recommends=False)
 
 
 class SwallowingProxy:

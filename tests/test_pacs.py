@@ -31,9 +31,13 @@ from medimg.cli import main
 from medimg.errors import ConfigError
 from medimg.io import Volume, load
 from medimg.io.derived import write_seg
+from medimg.io.derived.parametric_map import read_parametric_map
 from medimg.io.derived.sr import write_measurement_report
 from medimg.io.dicom.write import write_series
-from medimg.pacs.config import load_pacs, redact_url
+from medimg.pacs import connect
+from medimg.pacs.config import Pacs, load_pacs, redact_url
+from medimg.pacs.dimse import DimseRemote
+from medimg.pacs.listen import Listener
 
 SHAPE = (16, 12, 6)
 PATIENT_ID, ACCESSION = "MRN8675309", "ACC42"
@@ -368,3 +372,29 @@ def test_listen_segments_each_series_in_turn_pushes_seg_and_sr_and_stops_on_sigt
             assert str(obj.SOPInstanceUID) in held
     assert "stopped" in _next_line(lines, "stopped", 10)
     assert PATIENT_ID not in "\n".join(outcomes) + stderr and orthanc.password not in stderr
+
+
+def test_listen_explain_pushes_the_heatmap_as_a_parametric_map(pacs_env, orthanc, checkpoint, tmp_path):
+    """``listen --explain``: the heatmap reaches the PACS as a Parametric Map beside SEG and SR (in-process)."""
+    from medimg.inference.model import open_model
+
+    ct = np.random.default_rng(11).integers(-1000, 1500, size=SHAPE).astype(np.int16)
+    files = write_series(Volume(ct, np.diag([0.7, 0.8, 2.5, 1.0])), tmp_path / "ct", modality="CT", extra=EXTRA)
+    port, outcomes, ready = free_ports(1)[0], [], threading.Event()
+    listener = Listener(open_model(checkpoint, device="cpu", threads=1), ae_title=MEDIMG_AE, port=port,
+                        workdir=tmp_path / "work", send_to=connect(load_pacs("test"), "dicomweb"), idle_s=0.5,
+                        on_outcome=lambda o: (outcomes.append(o), listener.request_stop()),
+                        explain_label=1)  # fmt: skip
+    (thread := threading.Thread(target=listener.serve, args=(ready.set,), daemon=True)).start()
+    assert ready.wait(60)  # scanner: medimg's own C-STORE SCU
+    scanner = DimseRemote(Pacs("scanner", host="127.0.0.1", port=port, ae_title=MEDIMG_AE, calling_ae="SCANNER"))
+    assert {a.status for a in scanner.store(files).values()} == {0}
+    thread.join(300)
+    (outcome,) = outcomes
+    assert outcome.error is None and "explain" in outcome.seconds, outcome.line()
+    assert "pushed: 3 arrived, 0 already there, 0 refused" in outcome.line()
+    pm = next(p for p in outcome.written if p.name.endswith("_pm.dcm"))
+    ds = pydicom.dcmread(pm)
+    assert ds.SOPClassUID == pydicom.uid.ParametricMapStorage and str(ds.SOPInstanceUID) in orthanc.sop_uids()
+    heat = read_parametric_map(pm, reference=tmp_path / "ct")  # on the CT's grid, HiResCAM normalised to [0, 1]
+    assert heat.shape == SHAPE and 0 <= float(np.min(heat.array)) <= float(np.max(heat.array)) <= 1

@@ -27,10 +27,13 @@ def add_listen(sub: SubParsers) -> None:
                    "counts as complete (default 10)")  # fmt: skip
     p.add_argument("--modality", action="append", help="handle only series of this modality (repeatable)")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
+    p.add_argument("--explain", nargs="?", type=int, const=1, metavar="LABEL", help="also write and push the "
+                   "HiResCAM heatmap of LABEL (default 1) as a DICOM Parametric Map (needs a .ckpt model)")  # fmt: skip
     p.set_defaults(func=cmd_listen)
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    from medimg.errors import ModelError
     from medimg.inference.model import open_model
     from medimg.pacs import connect, load_pacs
     from medimg.pacs.listen import Listener, SeriesOutcome
@@ -42,13 +45,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
         send_to = connect(pacs, args.via)
         send_to.echo()  # a wrong address or password is said now, not after the first study
     model = open_model(args.model, threads=args.threads)
+    if args.explain is not None and model.module is None:
+        raise ModelError(f"--explain needs the network's layers: pass the training checkpoint, not {args.model}")
     rules = SeriesRules(modalities=frozenset(m.upper() for m in args.modality) if args.modality else None)
 
     def report(outcome: SeriesOutcome) -> None:
         print(outcome.line(), flush=True)
 
     listener = Listener(model, ae_title=args.ae, port=args.port, workdir=args.workdir, send_to=send_to,
-                        idle_s=args.idle, rules=rules, on_outcome=report)  # fmt: skip
+                        idle_s=args.idle, rules=rules, on_outcome=report, explain_label=args.explain)  # fmt: skip
 
     def stop(signum: int, frame: Any) -> None:
         print("medimg listen: stopping after the series in hand", file=sys.stderr, flush=True)

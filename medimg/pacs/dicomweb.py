@@ -77,7 +77,8 @@ class DicomWebRemote:
                     "MEDIMG_PACS_PASSWORD (or a netrc entry for its host) to an account it knows"
                 ) from None
             raise MedimgError(f"{where} answered HTTP {code} to {what}") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            # ChunkedEncodingError: the server went away in the middle of a streamed (multipart) answer
             raise MedimgError(
                 f"cannot reach {where} for {what} ({type(exc).__name__}); is it running and the URL right?"
             ) from None
@@ -121,7 +122,7 @@ class DicomWebRemote:
                 return set()  # a series it does not hold: Orthanc answers [], some servers 404
             with self._errors(what):
                 raise
-        except (requests.ConnectionError, requests.Timeout):
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
             with self._errors(what):
                 raise
         # (0008,0018) SOP Instance UID, read straight from the DICOM JSON

@@ -4,7 +4,9 @@ back to the PACS with proof they arrived.
 A series counts as complete when no instance of it arrived for ``idle_s`` seconds (the rule most routers use;
 DICOM has no "series complete" message). Complete series are handled one at a time, in the order their first
 instance arrived, by :meth:`Listener.handle`: scan the series' folder, check the series rules, run the model's
-``segment`` (which writes the DICOM SEG), write the TID 1500 SR, push both with verification. Instances keep
+``segment`` (which writes the DICOM SEG), write the TID 1500 SR, with ``explain_label`` the HiResCAM heatmap of
+that label as a DICOM Parametric Map (:func:`medimg.explain.api.explain_case`, no randomisation check: the listener
+delivers the map, the check belongs to the review), push them all with verification. Instances keep
 arriving meanwhile (pynetdicom's server threads), so a study sent during another is handled after it. One bad
 series is reported and skipped; it never stops the listener. :meth:`Listener.request_stop` (SIGTERM) lets the
 series in hand finish, then the server closes.
@@ -63,7 +65,8 @@ class SeriesOutcome:
 class Listener:
     """Receive on ``port`` as ``ae_title``, segment with ``model`` (an opened :class:`~medimg.inference.model.Model`),
     write under ``workdir`` (``incoming/`` STUDY/SERIES/SOP.dcm, ``results/`` STUDY/SERIES_{seg,sr}.dcm) and push to
-    ``send_to`` (None: write only)."""
+    ``send_to`` (None: write only); with ``explain_label`` (needs a training checkpoint) also
+    ``results/`` STUDY/SERIES_pm.dcm, the heatmap of that label."""
 
     def __init__(
         self,
@@ -76,10 +79,12 @@ class Listener:
         idle_s: float = 10.0,
         rules: SeriesRules | None = None,
         on_outcome: Callable[[SeriesOutcome], None] | None = None,
+        explain_label: int | None = None,
     ) -> None:
         self.model, self.ae_title, self.port, self.send_to = model, ae_title, port, send_to
         self.incoming, self.results = Path(workdir) / "incoming", Path(workdir) / "results"
         self.idle_s, self.rules, self.on_outcome = idle_s, rules, on_outcome
+        self.explain_label = explain_label
         self._last: dict[tuple[str, str], float] = {}  # series -> time of its latest instance
         self._order: dict[tuple[str, str], int] = {}  # series -> arrival rank of its first instance
         self._counter = 0
@@ -185,11 +190,19 @@ class Listener:
         seconds["segment"] = time.perf_counter() - start
         sr, _ = write_measurement_report(seg, folder, out / f"{series_uid}_sr.dcm")
         seconds["report"] = time.perf_counter() - start - seconds["segment"]
+        written: tuple[Path, ...] = (seg, sr)
+        if self.explain_label is not None:
+            from medimg.explain.api import explain_case
+
+            t0 = time.perf_counter()
+            ex = explain_case(self.model, folder, self.explain_label, sanity_check=False)
+            written += (ex.save(out / f"{series_uid}_pm.dcm"),)
+            seconds["explain"] = time.perf_counter() - t0
         pushed = None
         if self.send_to is not None:
             t0 = time.perf_counter()
-            pushed = push(self.send_to, [seg, sr])
+            pushed = push(self.send_to, written)
             seconds["push"] = time.perf_counter() - t0
             if not pushed.verified:
-                return SeriesOutcome(study_uid, series_uid, n, seconds, (seg, sr), pushed, error=str(pushed.failure()))
-        return SeriesOutcome(study_uid, series_uid, n, seconds, (seg, sr), pushed)
+                return SeriesOutcome(study_uid, series_uid, n, seconds, written, pushed, error=str(pushed.failure()))
+        return SeriesOutcome(study_uid, series_uid, n, seconds, written, pushed)
