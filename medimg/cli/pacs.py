@@ -64,6 +64,7 @@ def add_pacs(sub: SubParsers) -> None:
     p.add_argument("--modality", action="append", help="keep series of this modality (repeatable)")
     p.add_argument("--thickness", help="keep series with slice thickness in MIN-MAX mm, e.g. 0.5-3")
     p.add_argument("--description", help="keep series whose description matches this regex (case-insensitive)")
+    p.add_argument("--plane", choices=("axial", "coronal", "sagittal"), help="keep series acquired in this plane")
     p.add_argument("--localizers", action="store_true", help="also keep localizer/scout series")
     p.add_argument("--via", choices=("dicomweb", "get", "move"), help="WADO-RS, C-GET or C-MOVE (default: "
                    "DICOMweb when configured, else C-GET)")  # fmt: skip
@@ -130,6 +131,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         thickness_mm=parse_range(args.thickness) if args.thickness else None,
         description=args.description,
         localizer=args.localizers,
+        plane=args.plane,
     )
     bar = None if args.no_progress else _ProgressBar()
     try:

@@ -13,7 +13,10 @@ from medimg.errors import ConfigError
 from medimg.io.dicom.series import Series
 from medimg.pacs.remote import SeriesInfo
 
-__all__ = ["SeriesRules", "parse_range"]
+__all__ = ["PLANES", "SeriesRules", "acquisition_plane", "parse_range"]
+
+#: Acquisition planes a rule can ask for, by the slice axis: S/I -> axial, A/P -> coronal, L/R -> sagittal.
+PLANES = {"S": "axial", "I": "axial", "A": "coronal", "P": "coronal", "L": "sagittal", "R": "sagittal"}
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -32,14 +35,18 @@ def parse_range(text: str) -> tuple[float, float]:
 class SeriesRules:
     """Series wanted: ``modalities`` ((0008,0060) Modality, any of), ``thickness_mm`` (MIN, MAX) of (0018,0050)
     Slice Thickness (else the slice step scan measured), ``description`` (a regular expression searched in
-    (0008,103E) Series Description, case-insensitive), and no localizer/scout unless ``localizer``."""
+    (0008,103E) Series Description, case-insensitive), ``plane`` (axial, coronal or sagittal: the slice axis of
+    (0020,0037) Image Orientation (Patient), nearest anatomical axis), and no localizer/scout unless ``localizer``."""
 
     modalities: frozenset[str] | None = None
     thickness_mm: tuple[float, float] | None = None
     description: str | None = None
     localizer: bool = False
+    plane: str | None = None
 
     def __post_init__(self) -> None:
+        if self.plane is not None and self.plane not in set(PLANES.values()):
+            raise ConfigError(f"acquisition plane {self.plane!r} is not one of axial, coronal, sagittal")
         if self.description is not None:
             try:
                 re.compile(self.description)
@@ -61,6 +68,8 @@ class SeriesRules:
             return "modality or description"
         if series.localizer and not self.localizer:
             return "localizer"
+        if self.plane is not None and acquisition_plane(series) != self.plane:
+            return f"{acquisition_plane(series) or 'unknown'} plane, not {self.plane}"
         if self.thickness_mm is not None:
             thickness = _thickness(series)
             lo, hi = self.thickness_mm
@@ -78,3 +87,10 @@ def _thickness(series: Series) -> float | None:
         return value
     spacing = series.spacing
     return None if spacing is None else abs(spacing[2])
+
+
+def acquisition_plane(series: Series) -> str | None:
+    """axial / coronal / sagittal: the anatomical axis nearest the slice normal (the third of the series' RAS
+    axis codes, :attr:`Series.orientation`); None without geometry."""
+    codes = series.orientation
+    return None if not codes else PLANES.get(codes[2])
