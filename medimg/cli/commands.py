@@ -135,7 +135,7 @@ def _plan_for_fit(argv: list[str]) -> list[str]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    if len(args.ckpt) > 1 or args.tta:  # an ensemble, or flips: uncertainty maps and risk beside the mask
+    if len(args.ckpt) > 1 or args.tta or args.probabilities:  # uncertainty maps and risk beside the mask
         from medimg.cli.uncertainty import cmd_segment_uncertain
 
         return cmd_segment_uncertain(args)
@@ -285,6 +285,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         counts = {c["class"]: c for c in result.counts}  # each summary row with its class's status counts
         summary = write_csv([{**r, **counts[r["class"]]} for r in result.summary], beside)
         print(f"wrote {out} and {summary}")
+    if args.ckpt is not None:  # the model is at hand: are its probabilities calibrated on these cases?
+        from medimg.cli.uncertainty import report_calibration
+
+        report_calibration(args.ckpt, args.cases, args.labels, args.out)
     return 0
 
 

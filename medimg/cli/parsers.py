@@ -70,6 +70,12 @@ def add_segment(sub: SubParsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (torch or onnxruntime)")
     p.add_argument("--timings", default=None, help="write the stage timings (seconds, voxel rate, peak RSS) as JSON")
     p.add_argument("--tta", action="store_true", help="test-time flips: uncertainty maps, risk JSON beside the mask")
+    p.add_argument(
+        "--probabilities",
+        metavar="OUT_prob.dcm",
+        help="also write the calibrated probability of --probability-class as a DICOM Parametric Map (DICOM input)",
+    )
+    p.add_argument("--probability-class", type=int, default=1, help="the class of --probabilities (default 1)")
     p.set_defaults(func=cmd_segment)
 
 
@@ -164,6 +170,10 @@ def add_evaluate(sub: SubParsers) -> None:
         "--nsd-tolerance", nargs="+", metavar="MM", help="NSD tolerance in mm, or CLASS=MM per class (default 2)"
     )
     p.add_argument("--lesion-classes", nargs="+", type=int, default=[], help="classes scored lesion-wise too")
-    p.add_argument("--ckpt", help="predict first: segment every case of --cases with this model into PRED")
+    p.add_argument(
+        "--ckpt",
+        help="predict first: segment every case of --cases with this model into PRED; also reports its ECE before "
+        "and after its temperature (reliability diagrams in <out>_calibration.csv)",
+    )
     p.add_argument("--cases", help="with --ckpt: a worklist (folder, dataset.json or CSV case_id,image[,label])")
     p.set_defaults(func=cmd_evaluate)

@@ -1,5 +1,6 @@
-"""``medimg segment`` with several models or ``--tta`` (uncertainty maps and a risk JSON beside the mask), and
-``medimg calibrate`` (temperature scaling on labelled validation cases)."""
+"""``medimg segment`` with several models or ``--tta`` (uncertainty maps and a risk JSON beside the mask; with
+``--probabilities`` also the calibrated probability of a class as a DICOM Parametric Map), ``medimg calibrate``
+(temperature scaling on labelled validation cases), and the calibration report of ``medimg evaluate --ckpt``."""
 
 from __future__ import annotations
 
@@ -11,22 +12,37 @@ from typing import TYPE_CHECKING
 from medimg.errors import MedimgError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from medimg.inference.ensemble import Ensemble
+    from medimg.io.derived import SourceSlices
+    from medimg.io.volume import Volume
+
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["add_calibrate", "cmd_calibrate", "cmd_segment_uncertain"]
+__all__ = ["add_calibrate", "cmd_calibrate", "cmd_segment_uncertain", "report_calibration"]
 
 
 def cmd_segment_uncertain(args: argparse.Namespace) -> int:
-    """Segment with an ensemble (``ckpt`` several paths) or one model's flips (``--tta``)."""
+    """Segment with an ensemble (``ckpt`` several paths), one model's flips (``--tta``), or one model alone when
+    ``--probabilities`` asks for its (calibrated) probability map."""
     from medimg.inference.ensemble import open_ensemble, outputs_beside
 
     if args.precision != "32":
         raise MedimgError("uncertainty maps are computed in float32: drop --precision (or segment without them)")
     outputs_beside(args.output)  # a wrong name is refused before any model is read
+    source = None
+    if args.probabilities:
+        from medimg.io.derived import source_slices
+
+        source = source_slices(args.input, purpose="a DICOM Parametric Map")  # DICOM input, before inference
     start = time.perf_counter()
     ensemble = open_ensemble(args.ckpt, tta=args.tta, device=args.device, threads=args.threads)
-    result = ensemble.segment(args.input, args.output)
+    k = args.probability_class if source is not None else None
+    result = ensemble.segment(args.input, args.output, probability_class=k)
     seconds = time.perf_counter() - start
+    if source is not None and result.probability is not None:
+        result.written["probabilities"] = _write_probabilities(ensemble, result.probability, source, args)
     if args.timings:
         from medimg.io.atomic import atomic_write_text
 
@@ -40,6 +56,21 @@ def cmd_segment_uncertain(args: argparse.Namespace) -> int:
     for kind, path in result.written.items():
         print(f"wrote {kind}: {path}")
     return 0
+
+
+def _write_probabilities(
+    ensemble: Ensemble, probability: Volume, source: SourceSlices, args: argparse.Namespace
+) -> Path:
+    """The mean calibrated probability of ``--probability-class`` as a Parametric Map of the DICOM input."""
+    from medimg.io.derived.parametric_map import write_probability_map
+
+    recipe, k = ensemble.recipe, args.probability_class
+    temperatures = [float(m.recipe.temperature) for m in ensemble.members]
+    algorithm = ensemble.members[0].algorithm()  # the first member's name, version and checkpoint SHA-256
+    return write_probability_map(
+        probability, source, args.probabilities, label=k, temperatures=temperatures,
+        label_name=recipe.class_names.get(k), algorithm=algorithm,
+    )  # fmt: skip
 
 
 def add_calibrate(sub: SubParsers) -> None:
@@ -71,3 +102,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"{len(cases)} case(s): {fit}")
     print(f"wrote {args.out}")
     return 0
+
+
+def report_calibration(ckpt: str, cases: str, labels: str, out: str | None) -> None:
+    """``medimg evaluate --ckpt``: the model's ECE on the cases of ``cases`` that have a reference in ``labels``
+    (by case id), before and after its temperature; the reliability diagrams go to ``<out>_calibration.csv``."""
+    from pathlib import Path
+
+    from medimg.inference.calibrate import measure
+    from medimg.inference.model import open_model
+    from medimg.metrics.evaluate import list_cases, write_csv
+    from medimg.review.study.worklist import read_worklist
+
+    refs = list_cases(labels)
+    pairs = [(c.image, refs[c.case_id]) for c in read_worklist(cases).cases if c.case_id in refs]
+    if not pairs:
+        raise MedimgError("no case of --cases has a reference label in LABELS (matched by case id)", cases)
+    model = open_model(ckpt)
+    fit = measure(model, pairs)
+    note = "" if fit.temperature != 1.0 else " (the model carries no temperature: run medimg calibrate)"
+    print(f"calibration on {len(pairs)} case(s): {fit}{note}")
+    if out:
+        path = Path(out)
+        written = write_csv(fit.rows(), path.with_name(f"{path.name.removesuffix('.csv')}_calibration.csv"))
+        print(f"wrote the reliability diagrams: {written}")

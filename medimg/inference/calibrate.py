@@ -25,7 +25,7 @@ from medimg.errors import MedimgError, ModelError
 from medimg.inference.model import Model
 from medimg.metrics.calibration import Calibration, Region, apply_temperature, calibration, fit_temperature, voxels
 
-__all__ = ["CalibrationFit", "calibrate", "case_logits", "write_calibrated"]
+__all__ = ["CalibrationFit", "calibrate", "case_logits", "measure", "write_calibrated"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,16 @@ class CalibrationFit:
             "ece_before": self.before.ece,
             "ece_after": self.after.ece,
         }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The reliability diagrams before and after as table rows, one per (``scaling``, bin): ``scaling``
+        ("before": T = 1, "after": the temperature), ``temperature``, ``region``, ``ece`` and the bin's
+        ``lower``/``upper`` confidence edges, voxel ``count``, mean ``confidence`` and ``accuracy`` (NaN when
+        empty). What ``medimg evaluate`` writes as ``*_calibration.csv`` and :mod:`medimg.viz.calibration` draws."""
+        out = []
+        for scaling, c, t in (("before", self.before, 1.0), ("after", self.after, self.temperature)):
+            out += [{"scaling": scaling, "temperature": t, "region": c.region, "ece": c.ece, **vars(b)} for b in c.bins]
+        return out
 
     def __str__(self) -> str:
         return (
@@ -80,6 +90,27 @@ def calibrate(
     region: Region = "foreground",
 ) -> CalibrationFit:
     """Fit the temperature of ``model`` on ``cases`` (image, label) and measure the ECE before and after."""
+    logits, labels = _region_logits(model, cases, region)
+    return _scored(logits, labels, fit_temperature(logits, labels), region)
+
+
+def measure(
+    model: Model,
+    cases: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]],
+    *,
+    region: Region = "foreground",
+) -> CalibrationFit:
+    """The ECE of ``model`` on labelled ``cases`` before (T = 1) and after its own temperature (the one
+    ``medimg calibrate`` stored; 1 for an uncalibrated model, then both are equal): what ``medimg evaluate``
+    reports. Nothing is fitted here, so held-out cases give an honest figure."""
+    logits, labels = _region_logits(model, cases, region)
+    return _scored(logits, labels, float(model.recipe.temperature), region)
+
+
+def _region_logits(
+    model: Model, cases: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]], region: Region
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(N, C) logits and (N,) labels of the ``region`` voxels of every case, concatenated."""
     if not cases:
         raise MedimgError("calibration needs at least one labelled case")
     rows, refs = [], []
@@ -91,7 +122,10 @@ def calibrate(
     logits, labels = np.concatenate(rows), np.concatenate(refs)
     if len(labels) == 0:
         raise MedimgError("no voxel to calibrate on: neither the labels nor the model show foreground")
-    t = fit_temperature(logits, labels)
+    return logits, labels
+
+
+def _scored(logits: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], t: float, region: Region) -> CalibrationFit:
     before = calibration(apply_temperature(logits, 1.0), labels, region="all")
     after = calibration(apply_temperature(logits, t), labels, region="all")
     # the voxels were selected above, so report the region they were selected by

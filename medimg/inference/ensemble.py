@@ -127,6 +127,8 @@ class UncertainSegmentation:
     disagreement: Volume
     risk: RiskRecord
     written: dict[str, Path] = field(default_factory=dict)
+    #: with ``probability_class=K``: the mean (temperature-scaled) probability of class K, 0..1, float32
+    probability: Volume | None = None
 
 
 def _device(model: Model) -> torch.device:
@@ -173,12 +175,21 @@ class Ensemble:
         return np.stack(maps)
 
     def segment(
-        self, image: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
+        self,
+        image: str | os.PathLike[str],
+        output: str | os.PathLike[str] | None = None,
+        *,
+        probability_class: int | None = None,
     ) -> UncertainSegmentation:
         """Segment ``image`` with every member; the label map is the argmax of the mean probability. With
         ``output`` (``.nii.gz``) the mask, the uncertainty and disagreement maps and the risk JSON are written
-        atomically beside each other (:func:`outputs_beside`), before anything is computed the names are checked."""
+        atomically beside each other (:func:`outputs_beside`), before anything is computed the names are checked.
+        ``probability_class`` K > 0 also returns class K's mean probability, resampled (linearly) to the input."""
         paths = outputs_beside(output) if output is not None else {}
+        if probability_class is not None and not 0 < probability_class < self.recipe.num_classes:
+            raise MedimgError(
+                f"class {probability_class} is not a foreground class of the model (1..{self.recipe.num_classes - 1})"
+            )
         original = load_image(image, self.recipe.in_channels)
         affine, shape = np.asarray(original.affine, dtype=np.float64), tuple(int(s) for s in original.shape[1:])
         assert self.recipe.preprocessing is not None  # checked by check_members
@@ -201,6 +212,9 @@ class Ensemble:
             Volume(back(maps.disagreement, "bilinear").astype(np.float32), affine, meta),
             risk,
         )
+        if probability_class is not None:
+            p = np.clip(back(maps.mean[probability_class], "bilinear"), 0.0, 1.0).astype(np.float32)
+            result.probability = Volume(p, affine, meta)
         if paths:
             result.written = _write(result, paths)
         return result

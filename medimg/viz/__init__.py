@@ -2,9 +2,11 @@
 
 Three-plane figures with window presets, contours and heatmaps (:mod:`medimg.viz.planes`), and the scan's QA
 table as text or HTML (:mod:`medimg.viz.tables`), per-site scores over the epochs
-(:mod:`medimg.viz.sites`). matplotlib is imported only when a figure is drawn.
+(:mod:`medimg.viz.sites`), reliability diagrams (:mod:`medimg.viz.calibration`). matplotlib is imported only
+when a figure is drawn.
 """
 
+from medimg.viz.calibration import plot_reliability, save_reliability_plot
 from medimg.viz.planes import (
     CT_WINDOWS,
     PLANES,
@@ -29,8 +31,10 @@ __all__ = [
     "figure_png",
     "heatmap_2d",
     "pick_volume",
+    "plot_reliability",
     "plot_site_history",
     "render_planes",
+    "save_reliability_plot",
     "save_site_plot",
     "scan_html",
     "scan_text",

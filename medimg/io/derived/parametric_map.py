@@ -1,4 +1,5 @@
-"""An explanation heatmap as a DICOM Parametric Map (PS3.3 A.75), written with highdicom, and read back.
+"""An explanation heatmap, or a class's calibrated probability (:func:`write_probability_map`), as a DICOM
+Parametric Map (PS3.3 A.75), written with highdicom, and read back.
 
 The map is stored per source slice, each frame on its source slice's plane position (see
 :mod:`medimg.io.derived.source`), so a viewer can overlay it on the CT/MR it explains. Its values are given
@@ -14,6 +15,8 @@ which Content Description (0070,0081) repeats. Two encodings:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +32,7 @@ from medimg.io.derived.source import PARAMETRIC_MAP_STORAGE, SourceSlices, check
 from medimg.io.dicom.series import Series
 from medimg.io.volume import Volume
 
-__all__ = ["read_parametric_map", "write_parametric_map"]
+__all__ = ["Quantity", "read_parametric_map", "write_map", "write_parametric_map", "write_probability_map"]
 
 Encoding = Literal["float32", "uint16"]
 
@@ -75,16 +78,71 @@ def write_parametric_map(
         ImageValueError: NaN/inf or negative values, or a non-3D heatmap.
         SeriesGeometryError / SeriesSelectionError / MedimgError: see :func:`source_slices`.
     """
+    text = describe(method, label, label_name, layer)
+    quantity = Quantity("ATTENTION", ("[arb'U]", "arbitrary unit"), text, f"medimg {method} heatmap")
+    return write_map(
+        heatmap, source, out, quantity, algorithm=algorithm, encoding=encoding, series_number=series_number
+    )
+
+
+def write_probability_map(
+    probability: Volume,
+    source: str | os.PathLike[str] | Series | SourceSlices,
+    out: str | os.PathLike[str],
+    *,
+    label: int,
+    temperatures: Sequence[float] = (1.0,),
+    label_name: str | None = None,
+    algorithm: AlgorithmInfo | None = None,
+) -> Path:
+    """Write the (calibrated) probability 0..1 of class ``label`` per voxel as a float32 Parametric Map of
+    ``source``: LUT Label ``PROBABILITY``, unit UCUM ``1`` (no units), and an LUT Explanation naming the class
+    and the temperatures the members' logits were divided by. Float, not a FRACTIONAL SEG: its 8-bit fractions would
+    quantise the probability in steps of 1/255, and a temperature-scaled probability is a measured quantity
+    with a real-world value mapping rather than a segment."""
+    if np.asarray(probability.array).size and float(np.asarray(probability.array).max()) > 1.0 + 1e-6:
+        raise ImageValueError("probabilities above 1: pass the softmax, not the logits; nothing written", out)
+    name = f" ({label_name})" if label_name else ""
+    t = ", ".join(f"{v:.4g}" for v in dict.fromkeys(temperatures))  # each distinct one, in order
+    text = f"probability of class {label}{name}, T {t}"
+    quantity = Quantity("PROBABILITY", ("1", "no units"), text, "medimg calibrated probability")
+    return write_map(probability, source, out, quantity, algorithm=algorithm, encoding="float32")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """What a Parametric Map's values are: the LUT Label (0040,9210) ``label`` (16 characters at most), the
+    UCUM ``unit`` (code, meaning) of the Measurement Units Code Sequence (0040,08EA), the LUT Explanation
+    (0028,3003) and Content Description (0070,0081) ``text``, and the Series Description (0008,103E)."""
+
+    label: str
+    unit: tuple[str, str]
+    text: str
+    series_description: str
+
+
+def write_map(
+    values_volume: Volume,
+    source: str | os.PathLike[str] | Series | SourceSlices,
+    out: str | os.PathLike[str],
+    quantity: Quantity,
+    *,
+    algorithm: AlgorithmInfo | None = None,
+    encoding: Encoding = "float32",
+    series_number: int = _PM_SERIES_NUMBER,
+) -> Path:
+    """Write finite values >= 0 on the source series' grid as a Parametric Map of ``source`` whose values mean
+    ``quantity`` (:func:`write_parametric_map` for heatmaps; the arguments and errors as there)."""
     import highdicom as hd
 
     from medimg._version import __version__
 
     out = Path(out)
     src = source if isinstance(source, SourceSlices) else source_slices(source, purpose="a DICOM Parametric Map")
-    check_on_grid(heatmap, src, "heatmap")
-    values = _checked_values(heatmap, out)
-    text = describe(method, label, label_name, layer)
-    pixels, mapping, window = _encoded(values, src, text, encoding)
+    check_on_grid(values_volume, src, "map")
+    values = _checked_values(values_volume, out)
+    text = quantity.text[:_LO]
+    pixels, mapping, window = _encoded(values, src, quantity, encoding)
     algorithm = algorithm or AlgorithmInfo("medimg", __version__)
     try:
         pm = hd.pm.ParametricMap(
@@ -98,8 +156,8 @@ def write_parametric_map(
             real_world_value_mappings=[mapping],
             voi_lut_transformations=[window],
             content_description=text,
-            content_label="ATTENTION",
-            series_description=f"medimg {method} heatmap"[:_LO],
+            content_label=quantity.label,
+            series_description=quantity.series_description[:_LO],
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise MedimgError(f"highdicom refused to build the Parametric Map ({type(exc).__name__}: {exc})", out) from exc
@@ -117,11 +175,13 @@ def _checked_values(heatmap: Volume, out: Path) -> npt.NDArray[np.float32]:
     if values.ndim != 3:
         raise ImageValueError(f"a Parametric Map is written from a 3D heatmap, got shape {values.shape}", out)
     if not np.all(np.isfinite(values)) or (values.size and float(values.min()) < 0):
-        raise ImageValueError("the heatmap holds NaN, infinite or negative values; nothing written", out)
+        raise ImageValueError("the map holds NaN, infinite or negative values; nothing written", out)
     return values
 
 
-def _encoded(values: npt.NDArray[np.float32], src: SourceSlices, text: str, encoding: Encoding) -> tuple[Any, Any, Any]:
+def _encoded(
+    values: npt.NDArray[np.float32], src: SourceSlices, quantity: Quantity, encoding: Encoding
+) -> tuple[Any, Any, Any]:
     """(frames, Real World Value Mapping, display window) of the values in ``encoding``: float32 as they are, or
     uint16 scaled so the maximum is 65535 with the slope in the mapping."""
     import highdicom as hd
@@ -138,9 +198,9 @@ def _encoded(values: npt.NDArray[np.float32], src: SourceSlices, text: str, enco
     else:
         raise MedimgError(f"encoding must be 'float32' or 'uint16', got {encoding!r}")
     mapping = hd.pm.RealWorldValueMapping(
-        lut_label="ATTENTION",
-        lut_explanation=text,
-        unit=hd.sr.CodedConcept(value="[arb'U]", scheme_designator="UCUM", meaning="arbitrary unit"),
+        lut_label=quantity.label,
+        lut_explanation=quantity.text[:_LO],
+        unit=hd.sr.CodedConcept(value=quantity.unit[0], scheme_designator="UCUM", meaning=quantity.unit[1]),
         value_range=value_range,
         slope=slope,
         intercept=0.0 if encoding == "float32" else 0,
