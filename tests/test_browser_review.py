@@ -1,9 +1,9 @@
 """The radiologist's loop in a real browser: JupyterLab + headless Chromium (Debian's), driven by Playwright.
 
-Opens 03-review-heatmaps.ipynb (a reading session over one held-out case), runs all cells, moves the slice slider
-and checks the picture changed, submits a verdict through the form and finds it in the SQLite store with the
-checkpoint's hash. Screenshots go to outputs/browser/. Chromium is installed with apt when missing; the test skips
-(saying why) only where apt can't.
+Opens 03-review-heatmaps.ipynb (a reading session over one held-out case), runs all cells, finds the interactive
+viewer's canvas, moves the slice slider of the still-image tab and checks the picture changed, submits a verdict
+through the form and finds it in the SQLite store with the checkpoint's hash. Screenshots go to outputs/browser/.
+Chromium is installed with apt when missing; the test skips (saying why) only where apt can't.
 """
 
 from __future__ import annotations
@@ -98,9 +98,12 @@ def test_radiologist_reviews_a_case_in_the_browser(lab):
         page.wait_for_timeout(1000)
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-        picture = page.locator("img.widget-image").first
+        canvas = page.locator("canvas").first  # the interactive viewer (WebGL) opens first
         try:
-            picture.wait_for(state="visible", timeout=240_000)
+            canvas.wait_for(state="visible", timeout=240_000)
+            page.get_by_role("tab", name="Still images").click()  # the kernel-drawn PNG view, on its own tab
+            picture = page.locator("img.widget-image:visible").first
+            picture.wait_for(state="visible", timeout=60_000)
         except Exception:
             page.screenshot(path=str(SHOTS / "review-failed.png"), full_page=True)
             raise
@@ -108,7 +111,8 @@ def test_radiologist_reviews_a_case_in_the_browser(lab):
         page.screenshot(path=str(SHOTS / "review-1-opened.png"), full_page=True)
         before = picture.screenshot()
 
-        handle = page.locator(".widget-slider .noUi-handle").nth(0)  # the slice slider (plane is a button row)
+        # the slice slider (plane is a button row), on the still-image tab (the viewer tab's sliders are hidden)
+        handle = page.locator(".widget-slider .noUi-handle:visible").nth(0)
         handle.focus()
         for _ in range(6):
             handle.press("ArrowRight")

@@ -103,6 +103,20 @@ def test_viewer_slices_render_differently_and_the_form_saves(tmp_path):
     assert (row.case_id, row.verdict, row.checkpoint_sha256, row.sanity_rho) == ("case-7", "disagree", SHA, 0.1)
 
 
+def test_a_large_case_opens_on_still_images_and_builds_the_browser_viewer_on_demand(tmp_path, monkeypatch):
+    import medimg.review.viewer as review_viewer
+
+    small = ReviewWidget(_explanation(), case_id="c", store=FeedbackStore(tmp_path / "s.sqlite"), reviewer="")
+    assert small.browser_viewer is not None and small.views.selected_index == 0  # small: the viewer first
+    monkeypatch.setattr(review_viewer, "LAZY_VIEWER_VOXELS", 1000)  # as if the case were a 512 x 512 x 300 CT
+    view = ReviewWidget(_explanation(), case_id="c", store=FeedbackStore(tmp_path / "v.sqlite"), reviewer="")
+    assert view.browser_viewer is None and view.views.selected_index == 1  # nothing sent yet: still images
+    assert view.image.value  # ... which are drawn
+    view.open_viewer.click()
+    assert view.browser_viewer is not None and view.views.children[0] is view.browser_viewer.widget
+    assert view.views.selected_index == 0
+
+
 def test_report_is_self_contained_html_plus_csv(tmp_path):
     store = FeedbackStore(tmp_path / "r.sqlite")
     store.add(_fb(0, case_id="case-7", comment="<script>alert(1)</script>"))

@@ -1,15 +1,18 @@
 """The radiologist's viewer and feedback form for JupyterLab (ipywidgets).
 
-``review(explanation, case_id=...)`` shows one case: plane and slice sliders, CT/MR window preset, heatmap
-opacity, toggles for label / prediction / heatmap, the sanity-check verdict, and a form (verdict, localisation
-score, comment, reviewer) whose answer goes to the :class:`~medimg.review.store.FeedbackStore` together with the
-checkpoint's and the input's SHA-256, the method and the layer. A reading session (:mod:`medimg.review.session`)
-shows one such viewer per case; an earlier answer passed as ``previous`` fills the form, and saving again stores an
-amendment (a new row naming the one it amends), never an overwrite.
+``review(explanation, case_id=...)`` shows one case: the interactive browser viewer (:func:`medimg.viz.view`: linked
+planes, crosshair, wheel scroll, drag window, mask / label / heatmap overlays) and, on a second tab and as the fallback
+where the browser has no WebGL, still images drawn here with plane and slice sliders, CT/MR window preset, heatmap
+opacity, toggles for label / prediction / heatmap; the sanity-check verdict, and a form (verdict, localisation score,
+comment, reviewer) whose answer goes to the :class:`~medimg.review.store.FeedbackStore` together with the checkpoint's
+and the input's SHA-256, the method and the layer. A reading session (:mod:`medimg.review.session`) shows one such
+viewer per case; an earlier answer passed as ``previous`` fills the form, and saving again stores an amendment (a new
+row naming the one it amends), never an overwrite.
 """
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import replace
 from typing import Any
@@ -23,6 +26,10 @@ from medimg.review.store import CANNOT_ASSESS, VERDICTS, Feedback, FeedbackStore
 from medimg.viz import CT_WINDOWS, PLANES, figure_png, render_planes, to_ras
 
 __all__ = ["ReviewWidget", "review"]
+
+#: Above this many voxels (a 256^3 volume) the review widget opens on the still images and builds the browser
+#: viewer only when asked: sending and decoding the volumes is what costs at that size, not drawing them.
+LAZY_VIEWER_VOXELS = 256**3
 
 
 class ReviewWidget:
@@ -81,8 +88,55 @@ class ReviewWidget:
             f"<code>{explanation.layer}</code>. Radiological convention: the patient's right is on the "
             "image's left.</p>"
         )
-        self.widget = w.VBox([header, w.HBox([self.image, w.VBox([controls, self.sanity, form])])])
+        still = w.VBox([self.image, controls])
+        self.notice = w.HTML()
+        self.browser_viewer: Any = None
+        if explanation.image.array.size > LAZY_VIEWER_VOXELS:
+            # a large volume: the still images first, the browser viewer built (and its volumes sent) on demand --
+            # ipyniivue's first picture of a 512 x 512 x 300 CT took minutes on the 2-core machine (BENCHMARKS.md)
+            self.open_viewer = w.Button(description="Open the interactive viewer", icon="cube")
+            self.open_viewer.on_click(lambda _b: self._build_viewer())
+            self.views = w.Tab(children=[w.VBox([self.open_viewer]), still], titles=["Viewer", "Still images"])
+            self.views.selected_index = 1
+        else:
+            self.browser_viewer = self._browser_viewer()
+            if self.browser_viewer is None:
+                self.views = w.Tab(children=[still], titles=["Still images"])
+            else:
+                self.views = w.Tab(children=[self.browser_viewer.widget, still], titles=["Viewer", "Still images"])
+        self.views.layout = w.Layout(width="62%", min_width="560px")  # the form keeps the rest of the row
+        self.widget = w.VBox([header, self.notice, w.HBox([self.views, w.VBox([self.sanity, form])])])
         self.redraw()
+
+    def _browser_viewer(self) -> Any:
+        """The interactive viewer (NiiVue in the browser) of the image with the mask, label and heatmap; None,
+        with the reason on screen, when it cannot be built (the still images stay)."""
+        from medimg.errors import MedimgError
+        from medimg.viz.viewer import Viewer
+
+        ex = self.explanation
+        overlays = {"mask": ex.prediction, "heatmap": ex.heatmap, "label": self.label}
+        try:
+            return Viewer(ex.image, {k: v for k, v in overlays.items() if v is not None}, height=560,
+                          on_no_webgl=self._no_webgl)  # fmt: skip
+        except MedimgError as exc:
+            self.notice.value = f"<i>no interactive viewer for this case ({html.escape(str(exc))}): still images</i>"
+            return None
+
+    def _build_viewer(self) -> None:
+        """Build the browser viewer of a large case when the reader asks for it (its tab shows it)."""
+        self.open_viewer.disabled = True
+        self.browser_viewer = self._browser_viewer()
+        if self.browser_viewer is not None:
+            self.views.children = [self.browser_viewer.widget, *self.views.children[1:]]
+            self.views.selected_index = 0
+
+    def _no_webgl(self) -> None:
+        """The browser has no WebGL2: say so and show the still images."""
+        from medimg.viz.viewer import NO_WEBGL
+
+        self.notice.value = f"<b style='color:#b00'>{NO_WEBGL}</b>"
+        self.views.selected_index = len(self.views.children) - 1
 
     def _fill(self, answer: Feedback) -> None:
         self.verdict.value = answer.verdict

@@ -28,6 +28,7 @@ __all__ = [
     "slice_2d",
     "to_ras",
     "window_image",
+    "window_range",
 ]
 
 #: (center, width) in HU.
@@ -62,15 +63,27 @@ def window_image(
     modalities the 1st-99th percentile window.
     """
     a = np.asarray(array, dtype=np.float32)
+    lo, hi = window_range(a, preset, modality)
+    shown: npt.NDArray[np.float32] = np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
+    return shown
+
+
+def window_range(
+    array: npt.ArrayLike, preset: str | tuple[float, float] | None = None, modality: str | None = None
+) -> tuple[float, float]:
+    """The (lowest, highest) intensity a window shows, e.g. (-160, 240) HU for ``abdomen`` (centre 40, width 400).
+
+    ``preset`` as in :func:`window_image`; None gives ``abdomen`` for CT and the 1st-99th percentile otherwise.
+    """
     if preset is None and modality == "CT":
         preset = "abdomen"
     if preset is None:
+        a = np.asarray(array, dtype=np.float32)
         finite = a[np.isfinite(a)]
         lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
-    else:
-        c, w = CT_WINDOWS[preset] if isinstance(preset, str) else preset
-        lo, hi = c - w / 2, c + w / 2
-    return np.clip((a - lo) / max(float(hi - lo), 1e-6), 0, 1)
+        return float(lo), float(hi)
+    c, w = CT_WINDOWS[preset] if isinstance(preset, str) else preset
+    return float(c - w / 2), float(c + w / 2)
 
 
 def slice_2d(ras: npt.NDArray[Any], plane: Plane, index: int | None = None) -> npt.NDArray[Any]:
