@@ -117,6 +117,36 @@ def test_a_large_case_opens_on_still_images_and_builds_the_browser_viewer_on_dem
     assert view.views.selected_index == 0
 
 
+def test_the_case_uncertainty_map_is_an_overlay_of_the_browser_viewer(tmp_path):
+    import gzip
+
+    import nibabel as nib
+
+    from medimg.errors import MedimgError
+    from medimg.inference.ensemble import outputs_beside
+    from medimg.inference.uncertainty import uncertainty_maps
+
+    ex = _explanation()
+    # three members that agree inside the box and disagree at its border, as an ensemble writes case_uncertainty
+    fg = np.stack([np.roll(np.asarray(ex.prediction.array), s, axis=0) for s in (-1, 0, 1)]).astype(np.float32)
+    probs = np.stack([0.95 - 0.9 * fg, 0.05 + 0.9 * fg], axis=1)
+    entropy = uncertainty_maps(probs).entropy
+    path = outputs_beside(tmp_path / "case.nii.gz")["uncertainty"]
+    Volume(entropy, ex.image.affine).save(path)
+    store = FeedbackStore(tmp_path / "u.sqlite")
+    for given in (path, Volume(entropy, ex.image.affine)):
+        view = ReviewWidget(ex, case_id="c", store=store, reviewer="", uncertainty=given)
+        layers = {layer.name: layer for layer in view.browser_viewer.nv.volumes}
+        sent = nib.Nifti1Image.from_bytes(gzip.decompress(layers["uncertainty.nii.gz"].data)).get_fdata()
+        np.testing.assert_allclose(sent, entropy, atol=0.5 / 255 + 1e-6)  # entropy of 2 classes <= ln 2: 1/255 steps
+        assert sent.max() > 0.5 and sent[0, 0, 0] < 0.3  # high at the box's border, low far from it
+        assert view.browser_viewer.shown["uncertainty"].description == "uncertainty"
+    no_map = ReviewWidget(ex, case_id="c", store=store, reviewer="")
+    assert "uncertainty" not in no_map.browser_viewer.shown
+    with pytest.raises(MedimgError, match="no such file"):
+        ReviewWidget(ex, case_id="c", store=store, reviewer="", uncertainty=tmp_path / "missing.nii.gz")
+
+
 def test_report_is_self_contained_html_plus_csv(tmp_path):
     store = FeedbackStore(tmp_path / "r.sqlite")
     store.add(_fb(0, case_id="case-7", comment="<script>alert(1)</script>"))

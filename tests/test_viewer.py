@@ -191,3 +191,93 @@ def test_the_review_widget_shows_the_browser_viewer_and_falls_back_to_still_imag
     review.browser_viewer._webgl_answered(False)
     assert review.views.selected_index == 1 and "cannot draw WebGL2" in review.notice.value
     assert review.image.value[:4] == b"\x89PNG"  # the still image is there to fall back on
+
+
+# ---- DICOM SEG and Parametric Map files opened directly as overlays ------------------------------------------
+DCM_SHAPE = (16, 14, 6)
+SEGMENT_RGB = {1: (221, 130, 101), 2: (157, 108, 162)}  # liver, spleen: the colours the SEG recommends
+
+
+def _dicom_case(tmp_path):
+    """A small CT series, a 2-segment SEG of it whose segments recommend a display colour (0062,000D), and a
+    Parametric Map of values 0 .. 3 (not a [0, 1] map), all written with medimg's writers."""
+    import highdicom as hd
+    import pydicom
+
+    from medimg.io import load
+    from medimg.io.derived import write_seg
+    from medimg.io.derived.parametric_map import write_parametric_map
+    from medimg.io.dicom.write import write_series
+
+    rng = np.random.default_rng(3)
+    ct = Volume(rng.integers(-200, 200, DCM_SHAPE).astype(np.int16), np.diag([0.8, 0.9, 2.0, 1.0]))
+    write_series(ct, tmp_path / "ct", modality="CT")
+    image = load(tmp_path / "ct")
+    mask = np.zeros(DCM_SHAPE, np.uint8)
+    mask[2:7, 3:9, 1:4] = 1
+    mask[9:14, 4:10, 2:5] = 2
+    seg = write_seg(Volume(mask, image.affine), tmp_path / "ct", tmp_path / "seg.dcm",
+                    labels={1: "liver", 2: "spleen"})  # fmt: skip
+    ds = pydicom.dcmread(seg)
+    for item in ds.SegmentSequence:
+        item.RecommendedDisplayCIELabValue = list(hd.color.CIELabColor.from_rgb(*SEGMENT_RGB[item.SegmentNumber]).value)
+    ds.save_as(seg)
+    ii, jj, kk = np.meshgrid(*[np.arange(s) for s in DCM_SHAPE], indexing="ij")
+    values = (3.0 * np.exp(-((ii - 8) ** 2 + (jj - 7) ** 2 + (kk - 3) ** 2) / 20.0)).astype(np.float32)
+    pm = write_parametric_map(Volume(values, image.affine), tmp_path / "ct", tmp_path / "pm.dcm", method="hirescam",
+                              label=1, layer="model.2")  # fmt: skip
+    return image, mask, values, seg, pm
+
+
+def test_a_dicom_seg_and_parametric_map_open_as_overlays_with_their_segments_and_colours(tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    from medimg.viz.planes import to_ras
+
+    image, mask, values, seg, pm = _dicom_case(tmp_path)
+    v = view(tmp_path / "ct", {"seg": seg, "heatmap": str(pm)})
+    assert [layer.name for layer in v.nv.volumes] == ["image.nii.gz", "heatmap.nii.gz", "seg.nii.gz"]
+    assert v.segments == {1: "liver", 2: "spleen"}
+    sent_seg = np.asarray(_sent(v.nv.volumes[2]).dataobj)
+    np.testing.assert_array_equal(sent_seg, np.asarray(to_ras(Volume(mask, image.affine)).array))
+    np.testing.assert_allclose(_sent(v.nv.volumes[2]).affine, _sent(v.nv.volumes[0]).affine)
+    # NiiVue's label colour map: 0 transparent, each segment opaque in the colour its SEG item recommends
+    lut = v.nv.volumes[2].colormap_label
+    assert (lut.min, lut.max, lut.labels) == (0, 2, ["background", "liver", "spleen"])
+    assert lut.lut[3] == 0
+    for item in pydicom.dcmread(seg).SegmentSequence:
+        n = int(item.SegmentNumber)
+        rgb = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue).to_rgb(clip=True)
+        assert tuple(lut.lut[4 * n : 4 * n + 4]) == (*rgb, 255)
+        assert np.abs(np.subtract(rgb, SEGMENT_RGB[n])).max() <= 2  # what the writer asked for, to rounding
+    heat = _sent(v.nv.volumes[1])  # the Parametric Map as a heatmap: its real values, shown from a tenth of the top
+    np.testing.assert_allclose(heat.get_fdata(), np.asarray(to_ras(Volume(values, image.affine)).array), rtol=1e-6)
+    assert (v.nv.volumes[1].cal_min, v.nv.volumes[1].cal_max) == pytest.approx((0.3, 3.0), rel=1e-4)
+    # the read-out names the segment under the crosshair, and nothing outside the segments
+    inside = np.argwhere(sent_seg == 2)[0]
+    v._location_changed({"vox": [int(c) for c in inside]})
+    assert "segment: spleen" in v.readout.value
+    v._location_changed({"vox": [0, 0, 0]})
+    assert "segment" not in v.readout.value
+    v.shown["seg"].value = False
+    assert v.nv.volumes[2].opacity == 0.0
+    # as the model's mask: any segment is foreground
+    as_mask = view(image, {"mask": seg})
+    assert np.asarray(_sent(as_mask.nv.volumes[1]).dataobj).sum() == np.count_nonzero(mask)
+
+
+def test_a_dicom_overlay_of_another_frame_or_under_the_wrong_key_is_refused(tmp_path):
+    from medimg.io.dicom.write import write_series
+
+    image, _, _, seg, pm = _dicom_case(tmp_path)
+    write_series(Volume(np.asarray(image.array), np.diag([0.8, 0.9, 2.0, 1.0])), tmp_path / "other", modality="CT")
+    with pytest.raises(MedimgError, match=r"seg overlay is in Frame of Reference \(0020,0052\) [0-9.]+ and the "
+                       r"image in [0-9.]+"):  # fmt: skip
+        view(tmp_path / "other", {"seg": seg})
+    with pytest.raises(MedimgError, match=r"pm\.dcm is a DICOM Parametric Map: open it as 'heatmap'"):
+        view(image, {"seg": pm})
+    with pytest.raises(MedimgError, match=r"seg\.dcm is a DICOM SEG: open it as 'seg'"):
+        view(image, {"heatmap": seg})
+    with pytest.raises(MedimgError, match="not segment numbers"):
+        view(image, {"seg": Volume(np.full(DCM_SHAPE, 0.5, np.float32), image.affine)})

@@ -254,6 +254,7 @@ def _meta(series: Series) -> dict[str, Any]:
         "source_format": "dicom",
         "modality": series.modality,
         "series_uid": series.series_uid,
+        "frame_of_reference_uid": h.frame_of_reference,  # (0020,0052): a SEG / map must share it to overlay
         "series_key": series.key,
         "series_description": series.description,
         "series_number": h.series_number,

@@ -1,13 +1,14 @@
 """The radiologist's viewer and feedback form for JupyterLab (ipywidgets).
 
 ``review(explanation, case_id=...)`` shows one case: the interactive browser viewer (:func:`medimg.viz.view`: linked
-planes, crosshair, wheel scroll, drag window, mask / label / heatmap overlays) and, on a second tab and as the fallback
-where the browser has no WebGL, still images drawn here with plane and slice sliders, CT/MR window preset, heatmap
-opacity, toggles for label / prediction / heatmap; the sanity-check verdict, and a form (verdict, localisation score,
-comment, reviewer) whose answer goes to the :class:`~medimg.review.store.FeedbackStore` together with the checkpoint's
-and the input's SHA-256, the method and the layer. A reading session (:mod:`medimg.review.session`) shows one such
-viewer per case; an earlier answer passed as ``previous`` fills the form, and saving again stores an amendment (a new
-row naming the one it amends), never an overwrite.
+planes, crosshair, wheel scroll, drag window, mask / label / heatmap overlays, and the model's uncertainty map when the
+case has one) and, on a second tab and as the fallback where the browser has no WebGL, still images drawn here with
+plane and slice sliders, CT/MR window preset, heatmap opacity, toggles for label / prediction / heatmap; the
+sanity-check verdict, and a form (verdict, localisation score, comment, reviewer) whose answer goes to the
+:class:`~medimg.review.store.FeedbackStore` together with the checkpoint's and the input's SHA-256, the method and the
+layer. A reading session (:mod:`medimg.review.session`) shows one such viewer per case; an earlier answer passed as
+``previous`` fills the form, and saving again stores an amendment (a new row naming the one it amends), never an
+overwrite.
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ class ReviewWidget:
         label: Volume | None = None,
         reviewer: str = "",
         previous: Feedback | None = None,
+        uncertainty: Volume | str | os.PathLike[str] | None = None,
     ) -> None:
         import ipywidgets as w
 
         self.explanation, self.case_id, self.store, self.label = explanation, case_id, store, label
+        #: the model's voxel uncertainty map (e.g. ``case_uncertainty.nii.gz``, entropy in nats, that
+        #: ``medimg segment --tta`` / an ensemble writes beside the mask), shown as the viewer's "uncertainty" overlay
+        self.uncertainty = _as_volume(uncertainty)
         self.previous = previous
         shape = to_ras(explanation.image).shape
         self._axis_len = {"sagittal": shape[0], "coronal": shape[1], "axial": shape[2]}
@@ -115,7 +120,7 @@ class ReviewWidget:
         from medimg.viz.viewer import Viewer
 
         ex = self.explanation
-        overlays = {"mask": ex.prediction, "heatmap": ex.heatmap, "label": self.label}
+        overlays = {"mask": ex.prediction, "heatmap": ex.heatmap, "label": self.label, "uncertainty": self.uncertainty}
         try:
             return Viewer(ex.image, {k: v for k, v in overlays.items() if v is not None}, height=560,
                           on_no_webgl=self._no_webgl)  # fmt: skip
@@ -202,6 +207,14 @@ class ReviewWidget:
         return row
 
 
+def _as_volume(thing: Volume | str | os.PathLike[str] | None) -> Volume | None:
+    if thing is None or isinstance(thing, Volume):
+        return thing
+    from medimg.io import load
+
+    return load(thing)
+
+
 def review(
     ckpt: str | os.PathLike[str],
     image: str | os.PathLike[str],
@@ -212,8 +225,10 @@ def review(
     store: str | os.PathLike[str] = "data/reviews.sqlite",
     method: str = DEFAULT_METHOD,
     reviewer: str = "",
+    uncertainty: str | os.PathLike[str] | None = None,
 ) -> ReviewWidget:
-    """One call for the review notebook: explain ``image`` with ``ckpt`` and return the viewer + form."""
+    """One call for the review notebook: explain ``image`` with ``ckpt`` and return the viewer + form;
+    ``uncertainty``: the case's voxel uncertainty map (``case_uncertainty.nii.gz``) as a viewer overlay."""
     from medimg.explain.api import explain_case
     from medimg.io import load
 
@@ -228,4 +243,5 @@ def review(
         store=FeedbackStore(store),
         label=ref,
         reviewer=reviewer,
+        uncertainty=uncertainty,
     )

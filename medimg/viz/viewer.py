@@ -9,8 +9,9 @@ to the intensities inside it (NiiVue's contrast drag), or pick a CT preset (brai
 percentile); shift + left-drag measures a distance in mm; middle-drag pans a plane, the wheel over the 3D tile zooms it;
 a radiological / neurological switch (NiiVue draws the L/R letters accordingly). Each volume is sent once, as gzip
 NIfTI; overlays: the model's mask (outline or fill), the reference label, a heatmap or uncertainty map with an opacity
-slider. Under the picture, the crosshair in voxels, RAS and LPS mm and the value under it (HU for CT). ipyniivue
-(NiiVue's anywidget) is used because its JavaScript ships inside the wheel: no download at run time.
+slider, a DICOM SEG's segments in their own colours (the segment under the crosshair named) or a Parametric Map.
+Under the picture, the crosshair in voxels, RAS and LPS mm and the value under it (HU for CT). ipyniivue (NiiVue's
+anywidget) is used because its JavaScript ships inside the wheel: no download at run time.
 
 Where the browser cannot do WebGL2 the viewer says so and shows still (PNG) images of the three planes instead
 (:func:`medimg.viz.planes.render_planes`, the renderer reports use).
@@ -18,6 +19,7 @@ Where the browser cannot do WebGL2 the viewer says so and shows still (PNG) imag
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,7 +29,8 @@ import numpy as np
 from medimg.errors import MedimgError
 from medimg.io.volume import Volume
 from medimg.viz.planes import CT_WINDOWS, figure_png, render_planes, to_ras, window_range
-from medimg.viz.viewer_layers import OVERLAY_KINDS, check_overlay_grid, nifti_gz, outline, overlay_array
+from medimg.viz.viewer_derived import check_same_frame, read_overlay, segment_array, segment_lut, segment_names
+from medimg.viz.viewer_layers import OVERLAY_KINDS, check_overlay_grid, map_range, nifti_gz, outline, overlay_array
 from medimg.viz.viewer_readout import Position, WebGLProbe, position_at, window_from_box
 
 __all__ = ["AUTO_WINDOW", "Viewer", "view"]
@@ -80,7 +83,11 @@ class Viewer:
         if np.ndim(image.array) not in (3, 4):
             raise MedimgError(f"cannot view an image of shape {np.shape(image.array)}: expected (i, j, k[, t])")
         for kind, overlay in overlays.items():
+            check_same_frame(kind, overlay, image)
             check_overlay_grid(kind, overlay, image)
+        #: segment number -> name of the "seg" overlay (a DICOM SEG's Segment Label (0062,0005))
+        self.segments = segment_names(overlays["seg"]) if "seg" in overlays else {}
+        self._seg_ras: Any = None
         self.image, self.overlays, self._on_no_webgl = image, overlays, on_no_webgl
         self.modality = str(image.meta.get("modality", "")).upper()
         self.unit = "HU" if self.modality == "CT" else ""
@@ -132,7 +139,15 @@ class Viewer:
             if kind not in overlays:
                 continue
             style = OVERLAY_KINDS[kind]
+            if style.segments:  # one colour per segment: NiiVue's label colour map
+                self._seg_ras = segment_array(to_ras(overlays[kind]))
+                layers[kind] = ipyniivue.Volume(name="seg.nii.gz", data=nifti_gz(self._seg_ras, self._ras_affine),
+                                                colormap=style.colormap, opacity=style.opacity,
+                                                colormap_label=segment_lut(overlays[kind], self.segments),
+                                                colorbar_visible=False)  # fmt: skip
+                continue
             arr, slope = overlay_array(kind, to_ras(overlays[kind]))
+            low, high = (style.cal_min, style.cal_max) if style.binary else map_range(kind, arr, slope)
             # a mask goes twice, filled and as its outline (small once compressed): the style switch only
             # changes opacities in the browser, nothing is sent again
             shapes = [(kind, arr, slope, not (style.binary and self._outline))]
@@ -141,7 +156,7 @@ class Viewer:
             for name, data, scale, visible in shapes:
                 layers[name] = ipyniivue.Volume(
                     name=f"{name.replace(' ', '-')}.nii.gz", data=nifti_gz(data, self._ras_affine, scale),
-                    colormap=style.colormap, cal_min=style.cal_min, cal_max=style.cal_max,
+                    colormap=style.colormap, cal_min=low, cal_max=high,
                     opacity=style.opacity if visible else 0.0, colorbar_visible=False,
                     colormap_type=ipyniivue.ColormapType.ZERO_TO_MAX_TRANSPARENT_BELOW_MIN,
                 )  # fmt: skip
@@ -232,6 +247,9 @@ class Viewer:
 
     def _show(self, kind: str, visible: bool) -> None:
         style = OVERLAY_KINDS[kind]
+        if style.segments:
+            self._layers[kind].opacity = style.opacity if visible else 0.0
+            return
         if not style.binary:
             self._layers[kind].opacity = float(self.opacity.value) if visible else 0.0
             return
@@ -250,7 +268,12 @@ class Viewer:
     def _location_changed(self, location: Mapping[str, Any]) -> None:
         self._last_event = ("", None)
         self.position = position_at(location, self._ras, self._ras_affine, self.image.affine, self._frame())
-        self.readout.value = self.position.html(self.unit)
+        self.readout.value = self.position.html(self.unit) + self._segment_here(self.position.ras_index)
+
+    def _segment_here(self, ras_index: tuple[int, int, int]) -> str:
+        """`` | segment: liver`` when the crosshair is inside a segment of the "seg" overlay, else nothing."""
+        number = 0 if self._seg_ras is None else int(self._seg_ras[ras_index])
+        return f" | segment: {html.escape(self.segments.get(number, str(number)))}" if number else ""
 
     def _drag_released(self, drag: Mapping[str, Any]) -> None:
         """A drag ended: if NiiVue's contrast drag set the window from this box (its intensity message comes
@@ -313,15 +336,20 @@ def view(
     :func:`medimg.load`) in the browser viewer.
 
     ``overlays``: ``{"mask": model's mask, "label": reference label, "heatmap": map in [0, 1], "uncertainty":
-    map in [0, 1]}``, each on the image's voxel grid (else :class:`~medimg.errors.MedimgError` naming both
-    shapes). ``preset``: a CT window name of :data:`~medimg.viz.planes.CT_WINDOWS` (CT default ``abdomen``; MR
-    and others the 1st-99th percentile). ``mask_style``: ``"outline"`` or ``"fill"``. ``render_3d=False`` leaves
-    out the 3D tile (each scroll step then draws three planes only: much faster where WebGL runs on the CPU,
-    see BENCHMARKS.md). A 4D image (i, j, k, t)
-    gets a volume slider."""
+    map in [0, 1], "seg": numbered segments}``, each a Volume or a file, on the image's voxel grid and in its
+    (0020,0052) Frame of Reference (else :class:`~medimg.errors.MedimgError` naming both). A DICOM SEG ``.dcm``
+    opens as ``"seg"`` (each segment in its recommended colour, its name in the read-out) or as ``"mask"`` /
+    ``"label"``; a DICOM Parametric Map ``.dcm`` as ``"heatmap"`` or ``"uncertainty"``
+    (:mod:`medimg.viz.viewer_derived`). ``preset``: a CT window name of :data:`~medimg.viz.planes.CT_WINDOWS` (CT
+    default ``abdomen``; MR and others the 1st-99th percentile). ``mask_style``: ``"outline"`` or ``"fill"``.
+    ``render_3d=False`` leaves out the 3D tile (each scroll step then draws three planes only: much faster where
+    WebGL runs on the CPU, see BENCHMARKS.md). A 4D image (i, j, k, t) gets a volume slider."""
     if mask_style not in ("outline", "fill"):
         raise MedimgError(f"mask_style must be 'outline' or 'fill', not {mask_style!r}")
     vol = _as_volume(image, "image")
-    layers = {kind: _as_volume(v, kind) for kind, v in (overlays or {}).items()}
+    layers = {}
+    for kind, thing in (overlays or {}).items():  # a DICOM SEG / Parametric Map on the image series' grid
+        derived = read_overlay(kind, thing, image)
+        layers[kind] = derived if derived is not None else _as_volume(thing, kind)
     return Viewer(vol, layers, preset=preset, mask_style=mask_style, radiological=radiological, height=height,
                   render_3d=render_3d)  # fmt: skip

@@ -18,9 +18,9 @@ import numpy.typing as npt
 from medimg.errors import MedimgError
 from medimg.io.volume import GRID_TOLERANCE_MM, Volume
 
-__all__ = ["OVERLAY_KINDS", "OverlayStyle", "check_overlay_grid", "nifti_gz", "outline", "overlay_array"]
+__all__ = ["OVERLAY_KINDS", "OverlayStyle", "check_overlay_grid", "map_range", "nifti_gz", "outline", "overlay_array"]
 
-OverlayKind = Literal["mask", "label", "heatmap", "uncertainty"]
+OverlayKind = Literal["mask", "label", "heatmap", "uncertainty", "seg"]
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,17 @@ class OverlayStyle:
     opacity: float
     binary: bool
     caption: str
+    segments: bool = False  # numbered segments, each in its own colour (NiiVue's label colour map)
 
 
 #: The overlays ``view`` knows, in drawing order (later ones on top). Colours follow the PNG figures of
-#: :func:`medimg.viz.planes.render_planes`: reference label green, heatmap inferno;
+#: :func:`medimg.viz.planes.render_planes`: reference label green, heatmap inferno, a DICOM SEG's segments in
+#: their own colours (:mod:`medimg.viz.viewer_derived`);
 #: the model's mask red (NiiVue has no plain yellow map; the crosshair is drawn cyan so it is not mistaken for it).
 OVERLAY_KINDS: dict[str, OverlayStyle] = {
     "heatmap": OverlayStyle("inferno", 0.1, 1.0, 0.4, False, "heatmap"),
     "uncertainty": OverlayStyle("viridis", 0.1, 1.0, 0.4, False, "uncertainty"),
+    "seg": OverlayStyle("gray", 0.0, 1.0, 0.6, False, "segments", segments=True),  # colours: the SEG's own
     "label": OverlayStyle("green", 0.5, 1.0, 0.8, True, "reference label"),
     "mask": OverlayStyle("red", 0.5, 1.0, 0.8, True, "model's mask"),
 }
@@ -109,3 +112,15 @@ def outline(mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     m = np.asarray(mask) > 0
     surface: npt.NDArray[np.uint8] = (m & ~binary_erosion(m, border_value=0)).astype(np.uint8)
     return surface
+
+
+def map_range(kind: str, sent: npt.NDArray[Any], slope: float | None) -> tuple[float, float]:
+    """The display range of a map: the style's for a map in [0, 1] (sent as 1/255 steps); for any other map (a
+    Parametric Map's real-world values, e.g. ADC in mm2/s) a tenth of its highest value up to the highest, as
+    the heatmap's 0.1 .. 1.0."""
+    style = OVERLAY_KINDS[kind]
+    if slope is not None or sent.dtype == np.uint8:
+        return style.cal_min, style.cal_max
+    finite = sent[np.isfinite(sent)]
+    top = float(finite.max()) if finite.size else 1.0
+    return (0.1 * top, top) if top > 0 else (style.cal_min, style.cal_max)

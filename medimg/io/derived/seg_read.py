@@ -143,10 +143,17 @@ def _seg_meta(ds: Dataset, segments: dict[int, dict[str, str]], overlaps: Counte
 
 
 def segment_table(ds: Dataset) -> dict[int, dict[str, str]]:
-    """Segment Sequence (0062,0002) as ``{number: {"label", "category", "type", "algorithm"}}``."""
+    """Segment Sequence (0062,0002) as ``{number: {"label", "category", "type", "algorithm", "color"}}``;
+    ``color`` ("#rrggbb", sRGB) is the (0062,000D) Recommended Display CIELab Value, converted by highdicom,
+    present only where the SEG recommends one."""
     table: dict[int, dict[str, str]] = {}
     for item in ds.get("SegmentSequence") or []:
         entry = {"label": str(item.get("SegmentLabel", ""))}
+        lab = item.get("RecommendedDisplayCIELabValue")
+        if lab is not None and len(lab) == 3:
+            from highdicom.color import CIELabColor
+
+            entry["color"] = "#{:02x}{:02x}{:02x}".format(*CIELabColor.from_dicom_value(lab).to_rgb(clip=True))
         for key, keyword in (
             ("category", "SegmentedPropertyCategoryCodeSequence"),
             ("type", "SegmentedPropertyTypeCodeSequence"),
