@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medimg.errors import MedimgError
-from medimg.io.atomic import atomic_path
+from medimg.viz.planes import save_png
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -71,7 +71,4 @@ def plot_reliability(csv_path: str | Path) -> Figure:
 def save_reliability_plot(csv_path: str | Path, png_path: str | Path | None = None) -> Path:
     """Draw :func:`plot_reliability` into ``png_path`` (default: the CSV's name with ``.png``), atomically."""
     out = Path(png_path) if png_path is not None else Path(csv_path).with_suffix(".png")
-    fig = plot_reliability(csv_path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    return out
+    return save_png(plot_reliability(csv_path), out)

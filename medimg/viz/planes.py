@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from medimg.io.atomic import atomic_path
 from medimg.io.volume import Volume
 
 __all__ = [
@@ -201,3 +203,11 @@ def figure_png(fig: Any, dpi: int = 100) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def save_png(fig: Any, path: str | Path, dpi: int = 90) -> Path:
+    """Write a matplotlib figure as PNG to ``path``, atomically (keeping the user's umask); returns the path."""
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(figure_png(fig, dpi=dpi))
+    return out
