@@ -8,19 +8,49 @@ storing anything and passes every other request to the real Orthanc -- only a qu
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import tempfile
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from debian_support import apt_install
 
 from medimg.pacs.local_orthanc import MEDIMG_AE, PACKAGES, PACS_AE, USER, LocalOrthanc, free_ports, why_unavailable
 
-__all__ = ["MEDIMG_AE", "PACS_AE", "USER", "Orthanc", "SwallowingProxy", "ensure_installed", "free_ports"]
+__all__ = [
+    "MEDIMG_AE",
+    "PACS_AE",
+    "USER",
+    "Orthanc",
+    "SwallowingProxy",
+    "ensure_installed",
+    "free_ports",
+    "running_orthanc",
+]
 
 #: The launcher is medimg's own (a user feature: :mod:`medimg.pacs.local_orthanc`); the tests add apt.
 Orthanc = LocalOrthanc
+
+
+@contextlib.contextmanager
+def running_orthanc(prefix: str = "medimg-orthanc-") -> Iterator[LocalOrthanc]:
+    """A started Orthanc in a temporary storage folder, stopped and removed after; skips the test with the reason
+    when apt cannot install it."""
+    why = ensure_installed()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        server = Orthanc(Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def ensure_installed() -> str | None:

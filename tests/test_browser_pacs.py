@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from debian_support import apt_install
-from orthanc_server import USER, Orthanc, ensure_installed
+from orthanc_server import USER, running_orthanc
 
 from medimg.cli import main
 from medimg.io import Volume, load
@@ -34,35 +33,30 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
     """A CT series stored in a fresh Orthanc, and its SEG and SR sent there by ``medimg pacs push``."""
-    why = ensure_installed() or apt_install(["chromium"], lambda: os.path.exists(CHROMIUM))
+    why = apt_install(["chromium"], lambda: os.path.exists(CHROMIUM))
     if why:
         pytest.skip(why)
     root = tmp_path_factory.mktemp("explorer")
-    with tempfile.TemporaryDirectory(prefix="medimg-orthanc-") as store:
-        server = Orthanc(Path(store))
-        server.start()
-        try:
-            rng = np.random.default_rng(7)
-            ct = Volume(rng.integers(-200, 300, size=(16, 12, 5)).astype(np.int16), np.diag([0.8, 0.8, 3.0, 1.0]))
-            patient = {"PatientID": "EXPL1", "PatientName": "TEST^EXPLORER"}
-            files = write_series(ct, root / "ct", modality="CT", series_description="abdomen portal",
-                                 rescale=(1.0, -1024.0), extra=patient)  # fmt: skip
-            server.upload(files)
-            mask = np.zeros(ct.shape, dtype=np.uint8)
-            mask[3:9, 2:7, 1:4] = 1
-            seg = write_seg(Volume(mask, load(root / "ct").affine), root / "ct", root / "seg.dcm", labels={1: "liver"})
-            sr, _ = write_measurement_report(seg, root / "ct", root / "sr.dcm")
-            conf = root / "pacs.toml"
-            conf.write_text(server.config_toml())
-            with pytest.MonkeyPatch.context() as env:  # the PACS file and its credentials, for this push only
-                env.setenv("MEDIMG_PACS_CONFIG", str(conf))
-                for key, value in server.credentials_env().items():
-                    env.setenv(key, value)
-                assert main(["pacs", "push", str(seg), str(sr)]) == 0
-            study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
-            yield {"server": server, "study_uid": study_uid}
-        finally:
-            server.stop()
+    with running_orthanc() as server:
+        rng = np.random.default_rng(7)
+        ct = Volume(rng.integers(-200, 300, size=(16, 12, 5)).astype(np.int16), np.diag([0.8, 0.8, 3.0, 1.0]))
+        patient = {"PatientID": "EXPL1", "PatientName": "TEST^EXPLORER"}
+        files = write_series(ct, root / "ct", modality="CT", series_description="abdomen portal",
+                             rescale=(1.0, -1024.0), extra=patient)  # fmt: skip
+        server.upload(files)
+        mask = np.zeros(ct.shape, dtype=np.uint8)
+        mask[3:9, 2:7, 1:4] = 1
+        seg = write_seg(Volume(mask, load(root / "ct").affine), root / "ct", root / "seg.dcm", labels={1: "liver"})
+        sr, _ = write_measurement_report(seg, root / "ct", root / "sr.dcm")
+        conf = root / "pacs.toml"
+        conf.write_text(server.config_toml())
+        with pytest.MonkeyPatch.context() as env:  # the PACS file and its credentials, for this push only
+            env.setenv("MEDIMG_PACS_CONFIG", str(conf))
+            for key, value in server.credentials_env().items():
+                env.setenv(key, value)
+            assert main(["pacs", "push", str(seg), str(sr)]) == 0
+        study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+        yield {"server": server, "study_uid": study_uid}
 
 
 def test_orthanc_explorer_lists_the_pushed_seg_and_sr(pushed):

@@ -14,7 +14,6 @@ import queue
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import pydicom
 import pytest
 from dcmqrscp_server import DcmQrScp
 from dcmqrscp_server import ensure_installed as ensure_dcmtk
-from orthanc_server import MEDIMG_AE, PACS_AE, USER, Orthanc, SwallowingProxy, ensure_installed, free_ports
+from orthanc_server import MEDIMG_AE, PACS_AE, USER, Orthanc, SwallowingProxy, free_ports, running_orthanc
 
 from medimg.cli import main
 from medimg.errors import ConfigError
@@ -48,16 +47,8 @@ EXTRA = {"PatientID": PATIENT_ID, "PatientName": "DOE^JANE", "AccessionNumber": 
 
 @pytest.fixture(scope="session")
 def orthanc():
-    why = ensure_installed()
-    if why:
-        pytest.skip(why)
-    with tempfile.TemporaryDirectory(prefix="medimg-orthanc-") as tmp:
-        server = Orthanc(Path(tmp))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_orthanc("medimg-orthanc-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

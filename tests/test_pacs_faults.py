@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from orthanc_server import MEDIMG_AE, PACS_AE, USER, Orthanc, ensure_installed
+from orthanc_server import MEDIMG_AE, PACS_AE, USER, Orthanc, running_orthanc
 
 from medimg.cli import main
 from medimg.io import Volume, load
@@ -33,16 +32,8 @@ EXTRA = {"PatientID": "FAULTS1", "PatientName": "DOE^JOHN", "StudyDate": "202601
 
 @pytest.fixture(scope="module")
 def orthanc():
-    why = ensure_installed()
-    if why:
-        pytest.skip(why)
-    with tempfile.TemporaryDirectory(prefix="medimg-orthanc-faults-") as tmp:
-        server = Orthanc(Path(tmp))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_orthanc("medimg-orthanc-faults-") as server:
+        yield server
 
 
 @pytest.fixture
