@@ -144,6 +144,8 @@ def test_viewer_in_voila(viewer_page):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
         try:
             page.goto(viewer_page)
             canvas = page.locator("canvas").first
@@ -152,6 +154,8 @@ def test_viewer_in_voila(viewer_page):
             page.get_by_text("loading the viewer").wait_for(state="detached", timeout=60_000)
             page.wait_for_timeout(1500)
             _check_viewer(page, canvas)
+            # ipyniivue logs each 5 MB chunk of a volume it copies back to the kernel; the viewer switched that off
+            assert not [m for m in console if "sendChunkedData" in m], "volumes were copied back to the kernel"
         except Exception:
             page.screenshot(path=str(SHOTS / "viewer-failed.png"), full_page=True)
             raise
@@ -195,6 +199,8 @@ def _check_viewer(page, canvas) -> None:
     scrolled = _wait_readout_change(page, moved)
     assert abs(scrolled[0] - moved[0]) == 1 and scrolled[1:3] == moved[1:3], (moved, scrolled)
 
+    _check_zoom(page, canvas, (x0, y0, x1, y1), scrolled)
+
     # right-drag a box from the air left of the body into the body: NiiVue sets the window to its range
     page.mouse.move(ax_left + 0.03 * w, ax_top + 0.75 * h)
     page.mouse.down(button="right")
@@ -202,6 +208,33 @@ def _check_viewer(page, canvas) -> None:
     page.mouse.up(button="right")
     page.get_by_text("window -1000 .. 40 HU").wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "viewer-4-windowed.png"), full_page=True)
+
+
+def _check_zoom(page, canvas, tile, readout) -> None:
+    """With the wheel set to zoom, a wheel step enlarges the body in the axial tile and leaves the slice; reset
+    zoom brings the first picture back."""
+    x0, y0, x1, y1 = tile
+
+    def body_pixels(name: str) -> int:
+        return int((_pixels(canvas.screenshot(path=str(SHOTS / name)))[y0:y1, x0:x1].max(axis=2) > 40).sum())
+
+    before = body_pixels("viewer-5-before-zoom.png")
+    page.get_by_role("button", name="zoom", exact=True).click()
+    page.wait_for_timeout(500)
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + (x0 + x1) / 2, box["y"] + (y0 + y1) / 2)
+    for _ in range(3):
+        page.mouse.wheel(0, -100)
+        page.wait_for_timeout(300)
+    page.wait_for_timeout(1000)
+    zoomed = body_pixels("viewer-6-zoomed.png")
+    assert zoomed > 1.2 * before, (before, zoomed)
+    assert _readout(page) == readout, "zooming moved the crosshair"
+    page.get_by_role("button", name="reset zoom").click()
+    page.get_by_role("button", name="scroll", exact=True).click()
+    page.wait_for_timeout(1500)
+    back = body_pixels("viewer-7-zoom-reset.png")
+    assert abs(back - before) < 0.05 * before, (before, back)
 
 
 def test_viewer_in_jupyterlab(lab_page):

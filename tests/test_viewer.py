@@ -281,3 +281,55 @@ def test_a_dicom_overlay_of_another_frame_or_under_the_wrong_key_is_refused(tmp_
         view(image, {"heatmap": seg})
     with pytest.raises(MedimgError, match="not segment numbers"):
         view(image, {"seg": Volume(np.full(DCM_SHAPE, 0.5, np.float32), image.affine)})
+
+
+def test_volumes_are_not_copied_back_and_the_image_counts_as_loaded_when_the_browser_says_so():
+    """ipyniivue copies every decoded volume back to the kernel and reports it loaded only then (minutes at
+    512 x 512 x 300); the viewer's widget is served without that call, and "loaded" comes straight from the
+    browser's message."""
+    from pathlib import Path
+
+    import ipyniivue
+
+    from medimg.viz.viewer_widget import NO_COPY_BACK, patched_esm
+
+    stock = (Path(ipyniivue.__file__).parent / "static" / "widget.js").read_text(encoding="utf-8")
+    assert len(NO_COPY_BACK.findall(stock)) == 1, "the pinned ipyniivue's copy-back call changed: review viewer_widget"
+    esm = patched_esm()
+    assert esm is not None and not NO_COPY_BACK.findall(esm) and len(stock) - len(esm) < 100
+    image, mask, heat = viewer_phantom()
+    v = view(image, {"mask": mask, "heatmap": heat})
+    assert v.nv.copies_back is False and "loading" in v.status.value
+    first = v.nv.volumes[0]
+    v.nv._handle_custom_msg({"event": "image_loaded", "data": {"id": first.id, "dims": [3, *SHAPE]}}, [])
+    assert first.img is None and v.status.value == ""  # no voxels came back, the loading line is gone
+
+
+def test_the_wheel_zooms_when_asked_and_the_zoom_resets():
+    import ipyniivue
+
+    image, mask, _ = viewer_phantom()
+    v = view(image, {"mask": mask})
+    assert v.nv.opts.drag_mode == ipyniivue.DragMode.CONTRAST  # the wheel steps through slices
+    v.wheel.value = "zoom"
+    assert v.nv.opts.drag_mode == ipyniivue.DragMode.PAN  # NiiVue's pan/zoom: the wheel zooms the 2D tiles
+    v.nv.scene.pan2d_xyzmm = [4.0, -2.0, 0.0, 2.5]  # as the browser reports a zoom
+    v.unzoom.click()
+    assert list(v.nv.scene.pan2d_xyzmm) == [0.0, 0.0, 0.0, 1.0]
+    v.wheel.value = "scroll"
+    assert v.nv.opts.drag_mode == ipyniivue.DragMode.CONTRAST
+
+
+def test_the_still_images_draw_the_uncertainty_map_and_segments_when_no_heatmap_or_label_is_given():
+    image, mask, heat = viewer_phantom()
+    segs = Volume(np.asarray(mask.array, dtype=np.uint8) * 2, mask.affine, {"segments": {2: {"label": "lesion"}}})
+    v = view(image, {"uncertainty": heat, "seg": segs, "mask": mask})
+    layers = v._still_layers()
+    assert layers["heatmap"] is v.overlays["uncertainty"] and layers["label"] is v.overlays["seg"]
+    assert layers["title"] == "still images: uncertainty, segments, model's mask"
+    v._webgl_answered(False)
+    plain = view(image)
+    plain._webgl_answered(False)
+    assert v.still.value[:4] == b"\x89PNG" and v.still.value != plain.still.value
+    both = view(image, {"heatmap": heat, "uncertainty": heat})
+    assert both._still_layers()["title"] == "still images: heatmap (not drawn: uncertainty)"

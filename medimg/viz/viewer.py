@@ -4,14 +4,16 @@
 returns a :class:`Viewer`; display ``viewer.widget`` (or the Viewer itself) in JupyterLab or on a Voila page.
 
 What the reader gets, all drawn in the browser (the kernel is not asked for a picture): axial, coronal and sagittal
-planes linked by one crosshair plus a 3D render; mouse-wheel scroll through slices; right-drag a box to set the window
-to the intensities inside it (NiiVue's contrast drag), or pick a CT preset (brain, abdomen, lung, bone ...; MR: 1st-99th
-percentile); shift + left-drag measures a distance in mm; middle-drag pans a plane, the wheel over the 3D tile zooms it;
-a radiological / neurological switch (NiiVue draws the L/R letters accordingly). Each volume is sent once, as gzip
-NIfTI; overlays: the model's mask (outline or fill), the reference label, a heatmap or uncertainty map with an opacity
-slider, a DICOM SEG's segments in their own colours (the segment under the crosshair named) or a Parametric Map.
-Under the picture, the crosshair in voxels, RAS and LPS mm and the value under it (HU for CT). ipyniivue (NiiVue's
-anywidget) is used because its JavaScript ships inside the wheel: no download at run time.
+planes linked by one crosshair plus a 3D render; mouse-wheel scroll through slices; right-drag a box to set the
+window to the intensities inside it (NiiVue's contrast drag), or pick a CT preset (brain, abdomen, lung, bone ...;
+MR: 1st-99th percentile); shift + left-drag measures a distance in mm; middle-drag pans a plane; with "Wheel" set to
+zoom the wheel zooms the planes ("reset zoom" undoes it; over the 3D tile it always zooms); a radiological /
+neurological switch (NiiVue draws the L/R letters accordingly). Each volume is sent once, as gzip NIfTI, and not
+copied back (:mod:`medimg.viz.viewer_widget`); overlays: the model's mask (outline or fill), the reference label, a
+heatmap or uncertainty map with an opacity slider, a DICOM SEG's segments in their own colours (the segment under
+the crosshair named) or a Parametric Map. Under the picture, the crosshair in voxels, RAS and LPS mm and the value
+under it (HU for CT). ipyniivue (NiiVue's anywidget) is used because its JavaScript ships inside the wheel: no
+download at run time.
 
 Where the browser cannot do WebGL2 the viewer says so and shows still (PNG) images of the three planes instead
 (:func:`medimg.viz.planes.render_planes`, the renderer reports use).
@@ -32,6 +34,7 @@ from medimg.viz.planes import CT_WINDOWS, figure_png, render_planes, to_ras, win
 from medimg.viz.viewer_derived import check_same_frame, read_overlay, segment_array, segment_lut, segment_names
 from medimg.viz.viewer_layers import OVERLAY_KINDS, check_overlay_grid, map_range, nifti_gz, outline, overlay_array
 from medimg.viz.viewer_readout import Position, WebGLProbe, position_at, window_from_box
+from medimg.viz.viewer_widget import niivue
 
 __all__ = ["AUTO_WINDOW", "Viewer", "view"]
 
@@ -97,7 +100,7 @@ class Viewer:
         self.webgl: bool | None = None
         self._last_event: tuple[str, Any] = ("", None)  # the browser's last drag / window message
 
-        self.nv = ipyniivue.NiiVue(
+        self.nv = niivue(
             height=height,
             slice_type=ipyniivue.SliceType.MULTIPLANAR,
             multiplanar_show_render=ipyniivue.ShowRender.ALWAYS if render_3d else ipyniivue.ShowRender.NEVER,
@@ -176,7 +179,12 @@ class Viewer:
             tooltips=["patient's right on screen left", "patient's right on screen right"],
         )
         self.convention.observe(lambda c: self.set_radiological(c["new"] == "radiological"), names="value")
-        extra: list[Any] = []
+        self.wheel = w.ToggleButtons(options=["scroll", "zoom"], value="scroll", description="Wheel",
+                                     tooltips=["steps through slices", "zooms the planes"])  # fmt: skip
+        self.wheel.observe(lambda c: self.set_wheel_zoom(c["new"] == "zoom"), names="value")
+        self.unzoom = w.Button(description="reset zoom", layout=w.Layout(width="100px"))
+        self.unzoom.on_click(lambda _b: self.reset_zoom())
+        extra: list[Any] = [self.wheel, self.unzoom]
         if "mask" in self.overlays or "label" in self.overlays:
             self.mask_style = w.ToggleButtons(options=["outline", "fill"], value=mask_style)
             self.mask_style.observe(lambda c: self._set_outline(c["new"] == "outline"), names="value")
@@ -239,6 +247,17 @@ class Viewer:
     def set_radiological(self, radiological: bool) -> None:
         """Radiological (patient's right on the screen's left) or neurological convention."""
         self.nv.opts.is_radiological_convention = bool(radiological)
+
+    def set_wheel_zoom(self, zoom: bool) -> None:
+        """The mouse wheel zooms the planes about the crosshair (NiiVue's pan/zoom mode; a middle-drag pans) or,
+        the default, steps through slices."""
+        import ipyniivue  # type: ignore[import-untyped]
+
+        self.nv.opts.drag_mode = ipyniivue.DragMode.PAN if zoom else ipyniivue.DragMode.CONTRAST
+
+    def reset_zoom(self) -> None:
+        """Back to the whole plane in each tile, unpanned."""
+        self.nv.scene.pan2d_xyzmm = [0.0, 0.0, 0.0, 1.0]
 
     def _set_outline(self, outline: bool) -> None:
         self._outline = outline
@@ -310,11 +329,27 @@ class Viewer:
         if self._on_no_webgl is not None:
             self._on_no_webgl()
             return
-        fig = render_planes(self.image, heatmap=self.overlays.get("heatmap"), label=self.overlays.get("label"),
-                            prediction=self.overlays.get("mask"), preset=None if self.preset.value == AUTO_WINDOW
+        fig = render_planes(self.image, **self._still_layers(), preset=None if self.preset.value == AUTO_WINDOW
                             else self.preset.value)  # fmt: skip
         self.still.value = figure_png(fig, dpi=90)
         self.still.layout.display = ""
+
+    def _still_layers(self) -> dict[str, Any]:
+        """The overlays the still images can draw, with a title naming them: one map (the heatmap, else the
+        uncertainty map) in colour, the reference label (else a SEG's segments together) and the mask as contours."""
+        o = self.overlays
+        heat, map_kind = (o["heatmap"], "heatmap") if "heatmap" in o else (o.get("uncertainty"), "uncertainty")
+        label, label_kind = (o["label"], "reference label") if "label" in o else (o.get("seg"), "segments")
+        drawn = [
+            name
+            for name, v in ((map_kind, heat), (label_kind, label), ("model's mask", o.get("mask")))
+            if v is not None
+        ]
+        left = [k for k, over in (("uncertainty", "heatmap"), ("seg", "label")) if k in o and over in o]
+        title = f"still images: {', '.join(drawn) or 'no overlays'}" + (
+            f" (not drawn: {', '.join(left)})" if left else ""
+        )
+        return {"heatmap": heat, "label": label, "prediction": o.get("mask"), "title": title}
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
