@@ -44,7 +44,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _viewer_notebook(tmp_path_factory) -> Path:
+#: a second viewer on the Voila page: the body split into two segments, each in its own colour (a DICOM SEG's
+#: Recommended Display CIELab Value (0062,000D) becomes ``meta["segments"][n]["color"]`` when one is read)
+SEG_CELL = """import numpy as np
+from medimg.io import Volume, load
+img = load({image!r})
+body = np.asarray(img.array) > -500
+half = np.arange(body.shape[0])[:, None, None] < body.shape[0] // 2
+seg = np.where(body & half, 1, np.where(body, 2, 0)).astype(np.uint8)
+colours = {{1: {{"label": "left part", "color": "#e61e1e"}}, 2: {{"label": "right part", "color": "#1e1ee6"}}}}
+view(img, {{"seg": Volume(seg, img.affine, {{"segments": colours}})}}, render_3d=False)"""
+
+
+def _viewer_notebook(tmp_path_factory, with_segments: bool = False) -> Path:
     why = apt_install(["chromium"], lambda: os.path.exists(CHROMIUM))
     if why:
         pytest.skip(why)
@@ -55,6 +67,8 @@ def _viewer_notebook(tmp_path_factory) -> Path:
         "from medimg.viz import view\n"
         f"view({str(paths['image'])!r}, {{'mask': {str(paths['mask'])!r}, 'heatmap': {str(paths['heatmap'])!r}}})"
     )]  # fmt: skip
+    if with_segments:
+        nb.cells.append(nbformat.v4.new_code_cell(SEG_CELL.format(image=str(paths["image"]))))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "viewer.ipynb")
     return root / "viewer.ipynb"
@@ -78,7 +92,7 @@ def _serve(command: list[str], port: int):
 
 @pytest.fixture(scope="module")
 def viewer_page(tmp_path_factory):
-    notebook = _viewer_notebook(tmp_path_factory)
+    notebook = _viewer_notebook(tmp_path_factory, with_segments=True)
     port, token = _free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", "--Voila.ip=127.0.0.1",
                f"--port={port}", f"--token={token}"]  # fmt: skip
@@ -150,9 +164,10 @@ def test_viewer_in_voila(viewer_page):
             page.goto(viewer_page)
             canvas = page.locator("canvas").first
             canvas.wait_for(timeout=120_000)
-            page.get_by_text("window -160 .. 240 HU").wait_for(timeout=60_000)
-            page.get_by_text("loading the viewer").wait_for(state="detached", timeout=60_000)
+            page.get_by_text("window -160 .. 240 HU").first.wait_for(timeout=60_000)
+            page.wait_for_function("!document.body.innerText.includes('loading the viewer')", timeout=60_000)
             page.wait_for_timeout(1500)
+            _check_segment_colours(page.locator("canvas").nth(1))
             _check_viewer(page, canvas)
             # ipyniivue logs each 5 MB chunk of a volume it copies back to the kernel; the viewer switched that off
             assert not [m for m in console if "sendChunkedData" in m], "volumes were copied back to the kernel"
@@ -176,11 +191,11 @@ def _check_viewer(page, canvas) -> None:
     assert np.abs(with_overlays - plain).sum(axis=2).astype(bool).sum() > 100, "mask and heatmap not visible"
     # radiological: the blob on the patient's left is right of the body's middle; neurological: left of it
     assert _bright_centre_x(plain) > 5
-    page.get_by_role("button", name="neurological").click()
+    page.locator(".medimg-viewer").first.get_by_role("button", name="neurological").click()
     page.wait_for_timeout(1500)
     neuro = _pixels(canvas.screenshot(path=str(SHOTS / "viewer-3-neurological.png")))[y0:y1, x0:x1]
     assert _bright_centre_x(neuro) < -5
-    page.get_by_role("button", name="radiological").click()
+    page.locator(".medimg-viewer").first.get_by_role("button", name="radiological").click()
     page.wait_for_timeout(1000)
 
     box = canvas.bounding_box()
@@ -210,6 +225,23 @@ def _check_viewer(page, canvas) -> None:
     page.screenshot(path=str(SHOTS / "viewer-4-windowed.png"), full_page=True)
 
 
+def _check_segment_colours(canvas) -> None:
+    """The second viewer's segments in their own colours on the screen: the patient's left part (screen right in
+    radiological convention) red, the right part blue, over the gray body."""
+    canvas.scroll_into_view_if_needed()
+    shot = _pixels(canvas.screenshot(path=str(SHOTS / "viewer-segments.png")))
+    x0, y0, x1, y1 = _quadrants(shot)["axial"]
+    tile = shot[y0:y1, x0:x1]
+    inside = tile.max(axis=2) > 60  # body with segments (air is black)
+    cols = np.nonzero(inside)[1]
+    middle = (cols.min() + cols.max()) / 2
+    left_of_screen = inside & (np.arange(tile.shape[1])[None, :] < middle - 3)
+    right_of_screen = inside & (np.arange(tile.shape[1])[None, :] > middle + 3)
+    red_minus_blue = tile[..., 0] - tile[..., 2]
+    assert np.median(red_minus_blue[right_of_screen]) > 60, "segment 1 (patient's left) not red on screen right"
+    assert np.median(red_minus_blue[left_of_screen]) < -60, "segment 2 (patient's right) not blue on screen left"
+
+
 def _check_zoom(page, canvas, tile, readout) -> None:
     """With the wheel set to zoom, a wheel step enlarges the body in the axial tile and leaves the slice; reset
     zoom brings the first picture back."""
@@ -219,7 +251,7 @@ def _check_zoom(page, canvas, tile, readout) -> None:
         return int((_pixels(canvas.screenshot(path=str(SHOTS / name)))[y0:y1, x0:x1].max(axis=2) > 40).sum())
 
     before = body_pixels("viewer-5-before-zoom.png")
-    page.get_by_role("button", name="zoom", exact=True).click()
+    page.locator(".medimg-viewer").first.get_by_role("button", name="zoom", exact=True).click()
     page.wait_for_timeout(500)
     box = canvas.bounding_box()
     page.mouse.move(box["x"] + (x0 + x1) / 2, box["y"] + (y0 + y1) / 2)
@@ -230,8 +262,8 @@ def _check_zoom(page, canvas, tile, readout) -> None:
     zoomed = body_pixels("viewer-6-zoomed.png")
     assert zoomed > 1.2 * before, (before, zoomed)
     assert _readout(page) == readout, "zooming moved the crosshair"
-    page.get_by_role("button", name="reset zoom").click()
-    page.get_by_role("button", name="scroll", exact=True).click()
+    page.locator(".medimg-viewer").first.get_by_role("button", name="reset zoom").click()
+    page.locator(".medimg-viewer").first.get_by_role("button", name="scroll", exact=True).click()
     page.wait_for_timeout(1500)
     back = body_pixels("viewer-7-zoom-reset.png")
     assert abs(back - before) < 0.05 * before, (before, back)

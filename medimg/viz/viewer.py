@@ -216,6 +216,7 @@ class Viewer:
         shows = w.HBox(list(self.shown.values()))
         self.widget = w.VBox([bar, shows, self.status, self.nv, self.still, self.readout, self.window_text,
                               self._probe])  # fmt: skip
+        self.widget.add_class("medimg-viewer")  # a handle for pages and tests with more than one viewer
 
     # ---- what the controls do -------------------------------------------------------------------------------
     def _preset_picked(self, change: Mapping[str, Any]) -> None:
