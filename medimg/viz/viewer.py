@@ -133,21 +133,21 @@ class Viewer:
         self.nv.on_image_loaded(self._image_loaded)
 
     def _volumes(self, ras: Volume, overlays: Mapping[str, Volume]) -> dict[str, Any]:
-        """The ipyniivue volumes, image first, each sent once as gzip NIfTI on the RAS grid."""
+        """The ipyniivue volumes, image first, each sent once as gzip NIfTI on the RAS grid (compressed side by
+        side: zlib lets go of the GIL, so the layers of a large case are packed on all cores)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         import ipyniivue  # type: ignore[import-untyped]
 
-        layers = {"image": ipyniivue.Volume(name="image.nii.gz", data=nifti_gz(self._ras, self._ras_affine),
-                                            colormap="gray")}  # fmt: skip
+        specs: dict[str, tuple[Any, float | None, dict[str, Any]]] = {"image": (self._ras, None, {"colormap": "gray"})}
         for kind in OVERLAY_KINDS:  # drawing order: maps below masks
             if kind not in overlays:
                 continue
             style = OVERLAY_KINDS[kind]
             if style.segments:  # one colour per segment: NiiVue's label colour map
                 self._seg_ras = segment_array(to_ras(overlays[kind]))
-                layers[kind] = ipyniivue.Volume(name="seg.nii.gz", data=nifti_gz(self._seg_ras, self._ras_affine),
-                                                colormap=style.colormap, opacity=style.opacity,
-                                                colormap_label=segment_lut(overlays[kind], self.segments),
-                                                colorbar_visible=False)  # fmt: skip
+                specs[kind] = (self._seg_ras, None, {"colormap": style.colormap, "opacity": style.opacity,
+                               "colormap_label": segment_lut(overlays[kind], self.segments)})  # fmt: skip
                 continue
             arr, slope = overlay_array(kind, to_ras(overlays[kind]))
             low, high = (style.cal_min, style.cal_max) if style.binary else map_range(kind, arr, slope)
@@ -157,13 +157,16 @@ class Viewer:
             if style.binary:
                 shapes.append((f"{kind} outline", outline(arr), None, self._outline))
             for name, data, scale, visible in shapes:
-                layers[name] = ipyniivue.Volume(
-                    name=f"{name.replace(' ', '-')}.nii.gz", data=nifti_gz(data, self._ras_affine, scale),
-                    colormap=style.colormap, cal_min=low, cal_max=high,
-                    opacity=style.opacity if visible else 0.0, colorbar_visible=False,
-                    colormap_type=ipyniivue.ColormapType.ZERO_TO_MAX_TRANSPARENT_BELOW_MIN,
-                )  # fmt: skip
-        return layers
+                specs[name] = (data, scale, {"colormap": style.colormap, "cal_min": low, "cal_max": high,
+                               "opacity": style.opacity if visible else 0.0,
+                               "colormap_type": ipyniivue.ColormapType.ZERO_TO_MAX_TRANSPARENT_BELOW_MIN})  # fmt: skip
+        with ThreadPoolExecutor(max_workers=min(len(specs), os.cpu_count() or 1)) as pool:
+            packed = list(pool.map(lambda spec: nifti_gz(spec[0], self._ras_affine, spec[1]), specs.values()))
+        return {
+            name: ipyniivue.Volume(name=f"{name.replace(' ', '-')}.nii.gz", data=data,
+                                   **({} if name == "image" else {"colorbar_visible": False}), **spec[2])
+            for (name, spec), data in zip(specs.items(), packed, strict=True)
+        }  # fmt: skip
 
     def _build_controls(self, w: Any, preset: Any, mask_style: str, radiological: bool) -> None:
         ct = self.modality == "CT"
