@@ -569,6 +569,7 @@ def test_explain_cases_reads_and_hashes_the_checkpoint_once_for_the_worklist(che
     report = explain_cases(checkpoint, cases, tmp_path / "out", progress=False)
     assert sorted(report.written) == ["case0", "case1", "case2"] and not report.failed
     assert len(opened) == 1, f"checkpoint opened {len(opened)} times for 3 cases"
+    assert sorted(report.seconds) == sorted(report.written) and min(report.seconds.values()) > 0  # logged per case
 
 
 def test_segment_reports_every_stage_with_the_network_counted_apart(checkpoint, tmp_path, capsys):

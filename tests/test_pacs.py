@@ -384,6 +384,7 @@ def test_listen_explain_pushes_the_heatmap_as_a_parametric_map(pacs_env, orthanc
     (outcome,) = outcomes
     assert outcome.error is None and "explain" in outcome.seconds, outcome.line()
     assert "pushed: 3 arrived, 0 already there, 0 refused" in outcome.line()
+    assert "segmentation timings (s): load" in outcome.line() and "peak RSS" in outcome.line()  # the stages, logged
     pm = next(p for p in outcome.written if p.name.endswith("_pm.dcm"))
     ds = pydicom.dcmread(pm)
     assert ds.SOPClassUID == pydicom.uid.ParametricMapStorage and str(ds.SOPInstanceUID) in orthanc.sop_uids()

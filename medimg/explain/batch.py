@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class BatchReport:
     written: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)  # finished by an earlier run with the same checkpoint
     failed: dict[str, str] = field(default_factory=dict)  # case id -> one-line reason
+    seconds: dict[str, float] = field(default_factory=dict)  # case id -> wall time of its explanation
 
     def summary(self) -> str:
         return f"{len(self.written)} explained, {len(self.reused)} already done, {len(self.failed)} failed"
@@ -132,6 +134,7 @@ def explain_cases(
 
     from medimg.explain.api import explain_case
     from medimg.inference.model import open_model
+    from medimg.inference.timings import peak_rss_bytes
 
     model = open_model(ckpt, device=device)  # read and hashed once for the whole worklist
     sha = model.sha256
@@ -142,6 +145,7 @@ def explain_cases(
         if precomputed(out_dir, case_id, sha, method) is not None:
             report.reused.append(case_id)
             continue
+        t0 = time.perf_counter()
         try:
             ex = explain_case(model, image, label, method=method, layer=layer, device=device)
         except MedimgError as exc:
@@ -150,4 +154,7 @@ def explain_cases(
             continue
         save_explanation(ex, folder)
         report.written.append(case_id)
+        report.seconds[case_id] = time.perf_counter() - t0
+        log.info("explain: %s: %.2f s (read, explain, write); peak RSS %.2f GB", case_id, report.seconds[case_id],
+                 peak_rss_bytes() / 2**30)  # fmt: skip
     return report

@@ -49,6 +49,7 @@ class SeriesOutcome:
     pushed: PushReport | None = None
     skipped: str | None = None
     error: str | None = None
+    stages: str | None = None  # the segmentation's stage timings (medimg.inference.timings), one line
 
     def line(self) -> str:
         """One log line, no patient identifiers: UIDs, counts, timings, outcome."""
@@ -59,7 +60,8 @@ class SeriesOutcome:
         if self.skipped is not None:
             return f"{head}: skipped ({self.skipped})"
         pushed = "not sent" if self.pushed is None else self.pushed.summary()
-        return f"{head}: {times}; {len(self.written)} object(s) written; pushed: {pushed}"
+        stages = f"; segmentation {self.stages}" if self.stages else ""
+        return f"{head}: {times}; {len(self.written)} object(s) written; pushed: {pushed}{stages}"
 
 
 class Listener:
@@ -174,6 +176,7 @@ class Listener:
     def _handle(
         self, study_uid: str, series_uid: str, folder: Path, n: int, seconds: dict[str, float]
     ) -> SeriesOutcome:
+        from medimg.inference.timings import Timings
         from medimg.io.derived.sr import write_measurement_report
         from medimg.io.dicom.scan import scan
 
@@ -186,8 +189,10 @@ class Listener:
         out = self.results / study_uid
         out.mkdir(parents=True, exist_ok=True)
         seg = out / f"{series_uid}_seg.dcm"
-        self.model.segment(folder, seg)
+        timings = Timings()
+        self.model.segment(folder, seg, timings=timings)
         seconds["segment"] = time.perf_counter() - start
+        stages = timings.finish().summary()
         sr, _ = write_measurement_report(seg, folder, out / f"{series_uid}_sr.dcm")
         seconds["report"] = time.perf_counter() - start - seconds["segment"]
         written: tuple[Path, ...] = (seg, sr)
@@ -204,5 +209,6 @@ class Listener:
             pushed = push(self.send_to, written)
             seconds["push"] = time.perf_counter() - t0
             if not pushed.verified:
-                return SeriesOutcome(study_uid, series_uid, n, seconds, written, pushed, error=str(pushed.failure()))
-        return SeriesOutcome(study_uid, series_uid, n, seconds, written, pushed)
+                return SeriesOutcome(study_uid, series_uid, n, seconds, written, pushed, error=str(pushed.failure()),
+                                     stages=stages)  # fmt: skip
+        return SeriesOutcome(study_uid, series_uid, n, seconds, written, pushed, stages=stages)
