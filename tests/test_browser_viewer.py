@@ -169,6 +169,7 @@ def test_viewer_in_voila(viewer_page):
             page.wait_for_timeout(1500)
             _check_segment_colours(page.locator("canvas").nth(1))
             _check_viewer(page, canvas)
+            _check_3d_tile(page, canvas)
             # ipyniivue logs each 5 MB chunk of a volume it copies back to the kernel; the viewer switched that off
             assert not [m for m in console if "sendChunkedData" in m], "volumes were copied back to the kernel"
         except Exception:
@@ -223,6 +224,22 @@ def _check_viewer(page, canvas) -> None:
     page.mouse.up(button="right")
     page.get_by_text("window -1000 .. 40 HU").wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "viewer-4-windowed.png"), full_page=True)
+
+
+def _check_3d_tile(page, canvas) -> None:
+    """SwiftShader draws WebGL on the CPU here: the 3D tile is left out and the page says so; ticking 3D adds it
+    (the lower right quarter of the grid gets drawn)."""
+    viewer = page.locator(".medimg-viewer").first
+    viewer.get_by_text("draws WebGL on the CPU").wait_for(timeout=30_000)
+    shot = _pixels(canvas.screenshot())
+    x0, y0, x1, y1 = _quadrants(shot)["axial"]
+    # where the 3D tile goes, away from the edges (the axial crosshair's end, the sagittal tile above)
+    right = (x1 + (x1 - x0) // 5, y0 + (y1 - y0) // 4, x1 + (x1 - x0), y1 - (y1 - y0) // 8)
+    assert (shot[right[1] : right[3], right[0] : right[2]].max(axis=2) > 40).mean() < 0.01, "a 3D tile was drawn"
+    viewer.get_by_label("3D").check()
+    page.wait_for_timeout(2500)
+    shot = _pixels(canvas.screenshot(path=str(SHOTS / "viewer-8-3d-ticked.png")))
+    assert (shot[right[1] : right[3], right[0] : right[2]].max(axis=2) > 40).mean() > 0.05, "no 3D tile drawn"
 
 
 def _check_segment_colours(canvas) -> None:

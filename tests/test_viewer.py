@@ -321,10 +321,12 @@ def test_the_wheel_zooms_when_asked_and_the_zoom_resets():
 
 
 def test_the_still_images_draw_the_uncertainty_map_and_segments_when_no_heatmap_or_label_is_given():
+    from medimg.viz.viewer_layers import still_layers
+
     image, mask, heat = viewer_phantom()
     segs = Volume(np.asarray(mask.array, dtype=np.uint8) * 2, mask.affine, {"segments": {2: {"label": "lesion"}}})
     v = view(image, {"uncertainty": heat, "seg": segs, "mask": mask})
-    layers = v._still_layers()
+    layers = still_layers(v.overlays)
     assert layers["heatmap"] is v.overlays["uncertainty"] and layers["label"] is v.overlays["seg"]
     assert layers["title"] == "still images: uncertainty, segments, model's mask"
     v._webgl_answered(False)
@@ -332,4 +334,23 @@ def test_the_still_images_draw_the_uncertainty_map_and_segments_when_no_heatmap_
     plain._webgl_answered(False)
     assert v.still.value[:4] == b"\x89PNG" and v.still.value != plain.still.value
     both = view(image, {"heatmap": heat, "uncertainty": heat})
-    assert both._still_layers()["title"] == "still images: heatmap (not drawn: uncertainty)"
+    assert still_layers(both.overlays)["title"] == "still images: heatmap (not drawn: uncertainty)"
+
+
+def test_the_3d_tile_waits_for_a_graphics_card_and_stays_out_on_software_webgl():
+    import ipyniivue
+
+    image, mask, _ = viewer_phantom()
+    on_cpu = view(image, {"mask": mask})  # default: decided by the browser's renderer
+    assert on_cpu.show_3d.value is False and on_cpu.nv.opts.multiplanar_show_render == ipyniivue.ShowRender.NEVER
+    on_cpu._probe.renderer = "ANGLE (Google, Vulkan 1.3.0 (SwiftShader Device (Subzero) (0x0000C0DE)), SwiftShader)"
+    assert on_cpu.show_3d.value is False and "draws WebGL on the CPU" in on_cpu.notice.value
+    on_cpu.show_3d.value = True  # the reader ticks 3D anyway
+    assert on_cpu.nv.opts.multiplanar_show_render == ipyniivue.ShowRender.ALWAYS
+    on_gpu = view(image, {"mask": mask})
+    on_gpu._probe.renderer = "ANGLE (NVIDIA, NVIDIA GeForce RTX 3060 Direct3D11 vs_5_0 ps_5_0, D3D11)"
+    assert on_gpu.show_3d.value is True and on_gpu.nv.opts.multiplanar_show_render == ipyniivue.ShowRender.ALWAYS
+    assert on_gpu.notice.value == ""
+    fixed = view(image, render_3d=False)  # the caller's choice is kept whatever the browser
+    fixed._probe.renderer = "ANGLE (NVIDIA, NVIDIA GeForce RTX 3060 Direct3D11 vs_5_0 ps_5_0, D3D11)"
+    assert fixed.show_3d.value is False

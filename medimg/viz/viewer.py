@@ -32,9 +32,17 @@ from medimg.errors import MedimgError
 from medimg.io.volume import Volume
 from medimg.viz.planes import CT_WINDOWS, figure_png, render_planes, to_ras, window_range
 from medimg.viz.viewer_derived import check_same_frame, read_overlay, segment_array, segment_lut, segment_names
-from medimg.viz.viewer_layers import OVERLAY_KINDS, check_overlay_grid, map_range, nifti_gz, outline, overlay_array
-from medimg.viz.viewer_readout import Position, WebGLProbe, position_at, window_from_box
-from medimg.viz.viewer_widget import niivue
+from medimg.viz.viewer_layers import (
+    OVERLAY_KINDS,
+    check_overlay_grid,
+    map_range,
+    nifti_gz,
+    outline,
+    overlay_array,
+    still_layers,
+)
+from medimg.viz.viewer_readout import DragPairing, Position, WebGLProbe, position_at, window_from_box
+from medimg.viz.viewer_widget import SOFTWARE_3D_NOTE, niivue, software_webgl
 
 __all__ = ["AUTO_WINDOW", "Viewer", "view"]
 
@@ -73,7 +81,7 @@ class Viewer:
         mask_style: str = "outline",
         radiological: bool = True,
         height: int = 640,
-        render_3d: bool = True,
+        render_3d: bool | None = None,
         on_no_webgl: Callable[[], None] | None = None,
     ) -> None:
         import ipyniivue  # type: ignore[import-untyped]
@@ -98,7 +106,8 @@ class Viewer:
         self._ras, self._ras_affine = np.asarray(ras.array), np.asarray(ras.affine)
         self.position: Position | None = None
         self.webgl: bool | None = None
-        self._last_event: tuple[str, Any] = ("", None)  # the browser's last drag / window message
+        self.renderer = ""  # the browser's WebGL renderer, e.g. "... SwiftShader ..." (drawn on the CPU)
+        self._drags = DragPairing()  # NiiVue's contrast drag: a drag message and an intensity message
 
         self.nv = niivue(
             height=height,
@@ -124,13 +133,15 @@ class Viewer:
         self._layers = self._volumes(ras, overlays)
         self.nv.load_volumes(list(self._layers.values()))
         self._build_controls(w, preset, mask_style, radiological)
+        self._auto_3d = render_3d is None  # 3D tile: on once the browser says its WebGL is not drawn on the CPU
+        self.show_3d.value = bool(render_3d)
         self.apply_preset(self.preset.value)
         if isinstance(preset, tuple):  # (centre, width) of the caller's own window
             self.set_window(*window_range(self._ras, preset))
         self.nv.on_location_change(self._location_changed)
         self.nv.on_intensity_change(self._intensity_changed)
         self.nv.on_drag_release(self._drag_released)
-        self.nv.on_image_loaded(self._image_loaded)
+        self.nv.on_image_loaded(lambda _volume: setattr(self.status, "value", ""))
 
     def _volumes(self, ras: Volume, overlays: Mapping[str, Volume]) -> dict[str, Any]:
         """The ipyniivue volumes, image first, each sent once as gzip NIfTI on the RAS grid (compressed side by
@@ -187,7 +198,9 @@ class Viewer:
         self.wheel.observe(lambda c: self.set_wheel_zoom(c["new"] == "zoom"), names="value")
         self.unzoom = w.Button(description="reset zoom", layout=w.Layout(width="100px"))
         self.unzoom.on_click(lambda _b: self.reset_zoom())
-        extra: list[Any] = [self.wheel, self.unzoom]
+        self.show_3d = w.Checkbox(value=False, description="3D", indent=False, layout=w.Layout(width="60px"))
+        self.show_3d.observe(lambda c: self.set_3d(bool(c["new"])), names="value")
+        extra: list[Any] = [self.wheel, self.unzoom, self.show_3d]
         if "mask" in self.overlays or "label" in self.overlays:
             self.mask_style = w.ToggleButtons(options=["outline", "fill"], value=mask_style)
             self.mask_style.observe(lambda c: self._set_outline(c["new"] == "outline"), names="value")
@@ -211,14 +224,16 @@ class Viewer:
             extra.append(self.frame)
         self.readout = w.HTML("<i>click, scroll or drag in the picture</i>")
         self.window_text = w.HTML()
+        self.notice = w.HTML()
         self.status = w.HTML("<i>loading the viewer in the browser (WebGL) ...</i>")
         self.still = w.Image(format="png", layout=w.Layout(width="900px", display="none"))
         self._probe = WebGLProbe()
         self._probe.observe(lambda c: self._webgl_answered(bool(c["new"])), names="webgl2")
+        self._probe.observe(lambda c: self._renderer_answered(str(c["new"])), names="renderer")
         bar = w.HBox([self.preset, self.convention, *extra], layout=w.Layout(flex_flow="row wrap"))
         shows = w.HBox(list(self.shown.values()))
         self.widget = w.VBox([bar, shows, self.status, self.nv, self.still, self.readout, self.window_text,
-                              self._probe])  # fmt: skip
+                              self.notice, self._probe])  # fmt: skip
         self.widget.add_class("medimg-viewer")  # a handle for pages and tests with more than one viewer
 
     # ---- what the controls do -------------------------------------------------------------------------------
@@ -259,6 +274,21 @@ class Viewer:
 
         self.nv.opts.drag_mode = ipyniivue.DragMode.PAN if zoom else ipyniivue.DragMode.CONTRAST
 
+    def set_3d(self, shown: bool) -> None:
+        """Show or leave out the 3D render tile beside the three planes."""
+        import ipyniivue  # type: ignore[import-untyped]
+
+        self.nv.opts.multiplanar_show_render = ipyniivue.ShowRender.ALWAYS if shown else ipyniivue.ShowRender.NEVER
+
+    def _renderer_answered(self, renderer: str) -> None:
+        self.renderer = renderer
+        if not self._auto_3d or not renderer:
+            return
+        if software_webgl(renderer):
+            self.notice.value = SOFTWARE_3D_NOTE
+        else:
+            self.show_3d.value = True
+
     def reset_zoom(self) -> None:
         """Back to the whole plane in each tile, unpanned."""
         self.nv.scene.pan2d_xyzmm = [0.0, 0.0, 0.0, 1.0]
@@ -289,7 +319,7 @@ class Viewer:
         return 0 if self.frame is None else int(self.frame.value)
 
     def _location_changed(self, location: Mapping[str, Any]) -> None:
-        self._last_event = ("", None)
+        self._drags.clear()
         self.position = position_at(location, self._ras, self._ras_affine, self.image.affine, self._frame())
         self.readout.value = self.position.html(self.unit) + self._segment_here(self.position.ras_index)
 
@@ -299,30 +329,19 @@ class Viewer:
         return f" | segment: {html.escape(self.segments.get(number, str(number)))}" if number else ""
 
     def _drag_released(self, drag: Mapping[str, Any]) -> None:
-        """A drag ended: if NiiVue's contrast drag set the window from this box (its intensity message comes
-        just after the drag's with a mouse, just before with a touch), repeat it here to know that window."""
-        if self._last_event[0] == "intensity":
-            self._window_from_drag(drag)
-        else:
-            self._last_event = ("drag", drag)
+        self._window_from_drag(self._drags.drag(drag))
 
     def _intensity_changed(self, _volume: Any) -> None:
-        kind, drag = self._last_event
-        if kind == "drag":
-            self._window_from_drag(drag)
-        else:  # e.g. a double click resets NiiVue's own robust range, which the kernel does not repeat
-            self._last_event = ("intensity", None)
+        drag = self._drags.intensity()
+        if drag is None:  # e.g. a double click resets NiiVue's own robust range, which the kernel does not repeat
             self.window_text.value = "window set in the browser (NiiVue's automatic range)"
+        self._window_from_drag(drag)
 
-    def _window_from_drag(self, drag: Mapping[str, Any]) -> None:
-        self._last_event = ("", None)
-        box = window_from_box(self._ras, drag["vox_start"], drag["vox_end"], self._frame())
+    def _window_from_drag(self, drag: Mapping[str, Any] | None) -> None:
+        box = None if drag is None else window_from_box(self._ras, drag["vox_start"], drag["vox_end"], self._frame())
         if box is not None:
             self.preset.index = None  # the window is the reader's own now, no preset's
             self.set_window(*box)
-
-    def _image_loaded(self, _volume: Any) -> None:
-        self.status.value = ""
 
     def _webgl_answered(self, ok: bool) -> None:
         self.webgl = ok
@@ -333,27 +352,10 @@ class Viewer:
         if self._on_no_webgl is not None:
             self._on_no_webgl()
             return
-        fig = render_planes(self.image, **self._still_layers(), preset=None if self.preset.value == AUTO_WINDOW
+        fig = render_planes(self.image, **still_layers(self.overlays), preset=None if self.preset.value == AUTO_WINDOW
                             else self.preset.value)  # fmt: skip
         self.still.value = figure_png(fig, dpi=90)
         self.still.layout.display = ""
-
-    def _still_layers(self) -> dict[str, Any]:
-        """The overlays the still images can draw, with a title naming them: one map (the heatmap, else the
-        uncertainty map) in colour, the reference label (else a SEG's segments together) and the mask as contours."""
-        o = self.overlays
-        heat, map_kind = (o["heatmap"], "heatmap") if "heatmap" in o else (o.get("uncertainty"), "uncertainty")
-        label, label_kind = (o["label"], "reference label") if "label" in o else (o.get("seg"), "segments")
-        drawn = [
-            name
-            for name, v in ((map_kind, heat), (label_kind, label), ("model's mask", o.get("mask")))
-            if v is not None
-        ]
-        left = [k for k, over in (("uncertainty", "heatmap"), ("seg", "label")) if k in o and over in o]
-        title = f"still images: {', '.join(drawn) or 'no overlays'}" + (
-            f" (not drawn: {', '.join(left)})" if left else ""
-        )
-        return {"heatmap": heat, "label": label, "prediction": o.get("mask"), "title": title}
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -369,7 +371,7 @@ def view(
     mask_style: str = "outline",
     radiological: bool = True,
     height: int = 640,
-    render_3d: bool = True,
+    render_3d: bool | None = None,
 ) -> Viewer:
     """Show ``image`` (a :class:`~medimg.io.volume.Volume`, a NIfTI file, a DICOM file or folder read by
     :func:`medimg.load`) in the browser viewer.
@@ -381,8 +383,10 @@ def view(
     ``"label"``; a DICOM Parametric Map ``.dcm`` as ``"heatmap"`` or ``"uncertainty"``
     (:mod:`medimg.viz.viewer_derived`). ``preset``: a CT window name of :data:`~medimg.viz.planes.CT_WINDOWS` (CT
     default ``abdomen``; MR and others the 1st-99th percentile). ``mask_style``: ``"outline"`` or ``"fill"``.
-    ``render_3d=False`` leaves out the 3D tile (each scroll step then draws three planes only: much faster where
-    WebGL runs on the CPU, see BENCHMARKS.md). A 4D image (i, j, k, t) gets a volume slider."""
+    ``render_3d``: the 3D render tile beside the planes; None (default) shows it once the browser reports a WebGL
+    drawn by a graphics card, and leaves it out (the reader can tick "3D") where WebGL runs on the CPU (SwiftShader,
+    llvmpipe): there the 3D ray-cast is redrawn with every scroll step, 20x the cost of the three planes at
+    512 x 512 x 300 (BENCHMARKS.md). A 4D image (i, j, k, t) gets a volume slider."""
     if mask_style not in ("outline", "fill"):
         raise MedimgError(f"mask_style must be 'outline' or 'fill', not {mask_style!r}")
     vol = _as_volume(image, "image")

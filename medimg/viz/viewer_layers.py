@@ -9,6 +9,7 @@ scanner's RAS+ millimetres of the :class:`~medimg.io.volume.Volume` affine.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +19,16 @@ import numpy.typing as npt
 from medimg.errors import MedimgError
 from medimg.io.volume import GRID_TOLERANCE_MM, Volume
 
-__all__ = ["OVERLAY_KINDS", "OverlayStyle", "check_overlay_grid", "map_range", "nifti_gz", "outline", "overlay_array"]
+__all__ = [
+    "OVERLAY_KINDS",
+    "OverlayStyle",
+    "check_overlay_grid",
+    "map_range",
+    "nifti_gz",
+    "outline",
+    "overlay_array",
+    "still_layers",
+]
 
 OverlayKind = Literal["mask", "label", "heatmap", "uncertainty", "seg"]
 
@@ -127,3 +137,17 @@ def map_range(kind: str, sent: npt.NDArray[Any], slope: float | None) -> tuple[f
     finite = sent[np.isfinite(sent)]
     top = float(finite.max()) if finite.size else 1.0
     return (0.1 * top, top) if top > 0 else (style.cal_min, style.cal_max)
+
+
+def still_layers(overlays: Mapping[str, Volume]) -> dict[str, Any]:
+    """What the still (PNG) images draw of the viewer's overlays, as :func:`medimg.viz.planes.render_planes`
+    arguments with a title naming them: one map in colour (the heatmap, else the uncertainty map), the reference
+    label (else a SEG's segments, together) and the model's mask as contours."""
+    o = overlays
+    heat, map_kind = (o["heatmap"], "heatmap") if "heatmap" in o else (o.get("uncertainty"), "uncertainty")
+    label, label_kind = (o["label"], "reference label") if "label" in o else (o.get("seg"), "segments")
+    shown = ((map_kind, heat), (label_kind, label), ("model's mask", o.get("mask")))
+    drawn = [name for name, v in shown if v is not None]
+    left = [k for k, over in (("uncertainty", "heatmap"), ("seg", "label")) if k in o and over in o]
+    title = f"still images: {', '.join(drawn) or 'no overlays'}" + (f" (not drawn: {', '.join(left)})" if left else "")
+    return {"heatmap": heat, "label": label, "prediction": o.get("mask"), "title": title}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Position", "WebGLProbe", "position_at", "window_from_box"]
+__all__ = ["DragPairing", "Position", "WebGLProbe", "position_at", "window_from_box"]
 
 #: axis of the RAS array that each plane's slice index runs along
 SLICE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -95,24 +95,60 @@ def window_from_box(
     return float(box.min()), float(box.max())
 
 
+class DragPairing:
+    """Pairs the two messages of NiiVue's contrast drag: the drag's box and the intensity change it caused. With
+    a mouse the intensity message comes just after the drag's, with a touch just before; either way the box is
+    handed out once both have arrived, so the kernel can set the same window from its own array."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, Any] = ("", None)
+
+    def clear(self) -> None:
+        self._last = ("", None)
+
+    def drag(self, box: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """A drag ended: its box if the intensity message came first, else None (kept for that message)."""
+        if self._last[0] == "intensity":
+            self.clear()
+            return box
+        self._last = ("drag", box)
+        return None
+
+    def intensity(self) -> Mapping[str, Any] | None:
+        """The window changed in the browser: the box of the drag that did it, or None (not a drag, e.g. a
+        double click resetting NiiVue's own range; remembered in case the drag's message follows)."""
+        kind, box = self._last
+        if kind == "drag":
+            self.clear()
+            return box  # type: ignore[no-any-return]
+        self._last = ("intensity", None)
+        return None
+
+
 def _probe_class() -> Any:
     import anywidget
     import traitlets as t
 
     class _WebGLProbe(anywidget.AnyWidget):  # type: ignore[misc]
-        # Written here because no library reports it: a 1-line check that the browser gives a WebGL2 context,
-        # which NiiVue needs; the kernel switches to still (PNG) images when it reports False.
+        # Written here because no library reports it: a few lines that check the browser gives a WebGL2 context,
+        # which NiiVue needs (the kernel switches to still (PNG) images when it reports False), and name its
+        # renderer (a software one, e.g. SwiftShader, makes the viewer leave out its 3D tile).
         _esm = (
-            "export default { render({ model }) { let ok = false; try { ok = !!document.createElement('canvas')"
-            ".getContext('webgl2'); } catch (e) { ok = false; } model.set('webgl2', ok); model.save_changes(); } };"
+            "export default { render({ model }) { let ok = false, name = ''; try { const gl = document"
+            ".createElement('canvas').getContext('webgl2'); ok = !!gl; if (gl) { const x = gl.getExtension("
+            "'WEBGL_debug_renderer_info'); name = String(gl.getParameter(x ? x.UNMASKED_RENDERER_WEBGL : "
+            "gl.RENDERER)); } } catch (e) { ok = false; } model.set('webgl2', ok); model.set('renderer', name); "
+            "model.save_changes(); } };"
         )
         webgl2 = t.Bool(None, allow_none=True).tag(sync=True)
+        renderer = t.Unicode("").tag(sync=True)
 
     return _WebGLProbe
 
 
 def WebGLProbe() -> Any:  # a widget class built on first use, so ``import medimg.viz`` stays light
-    """An invisible widget whose ``webgl2`` trait the browser sets to True/False once it is displayed."""
+    """An invisible widget whose ``webgl2`` trait the browser sets to True/False once it is displayed, and
+    ``renderer`` to the WebGL renderer's name."""
     global _PROBE
     if _PROBE is None:
         _PROBE = _probe_class()

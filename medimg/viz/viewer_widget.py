@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NO_COPY_BACK", "niivue", "patched_esm"]
+__all__ = ["NO_COPY_BACK", "SOFTWARE_3D_NOTE", "niivue", "patched_esm", "software_webgl"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,20 @@ log = logging.getLogger(__name__)
 NO_COPY_BACK = re.compile(
     r"\b[A-Za-z_$][\w$]*\(([A-Za-z_$][\w$]*),\"img\",([A-Za-z_$][\w$]*)\.img\.buffer,[A-Za-z_$][\w$]*\)"
 )
+
+
+#: WebGL renderers that draw on the CPU (Chrome's SwiftShader, Mesa's llvmpipe/softpipe, Windows' basic driver)
+SOFTWARE_RENDERERS = ("swiftshader", "llvmpipe", "softpipe", "software", "basic render")
+SOFTWARE_3D_NOTE = (
+    "<i>3D tile left out: this browser draws WebGL on the CPU, where the 3D render would slow every scroll step "
+    "(tick 3D to show it).</i>"
+)
+
+
+def software_webgl(renderer: str) -> bool:
+    """True for a WebGL renderer string (``UNMASKED_RENDERER_WEBGL``) of a renderer that draws on the CPU."""
+    low = renderer.lower()
+    return any(name in low for name in SOFTWARE_RENDERERS)
 
 
 @functools.cache
