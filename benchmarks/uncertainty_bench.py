@@ -44,35 +44,41 @@ PREP = {"spacing": [1.5, 1.5, 2.0], "intensity": "mr", "ct_window": [-57.0, 164.
 FAILURE_DICE = 0.7
 
 
-def train_members(root: Path, n: int, steps: int) -> list[Any]:
+def train_task(x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, norm: str = "instance") -> Any:
+    """One small UNet (the plan's CPU UNet, 8..32 channels) trained on (x, y) for ``steps`` Adam steps of two
+    cases, every other one flipped; ``norm="batch"``: batch norm (momentum 0.5) instead of the plan's instance
+    norm."""
     from medimg.tasks.segmentation import SegmentationTask
 
+    topo = Topology(kernels=((3, 3, 3),) * 3, strides=((1, 1, 1), (2, 2, 2), (2, 2, 2)), pools_per_axis=(2, 2, 2))
+    kwargs = {**network("cpu", topo)[1], "channels": [8, 16, 32], "num_res_units": 1}
+    if norm == "batch":
+        kwargs["norm"] = ["batch", {"momentum": 0.5}]
+    torch.manual_seed(seed)
+    task = SegmentationTask(net="unet", net_kwargs=kwargs, num_classes=2, roi_size=(32, 32, 24), sw_batch_size=1,
+                            preprocessing=PREP, labels={1: "organ"})  # fmt: skip
+    opt = torch.optim.Adam(task.net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    task.train()
+    for step in range(steps):
+        pick = torch.randint(0, len(x), (2,), generator=g)
+        xb, yb = x[pick], y[pick]
+        if step % 2:
+            xb, yb = xb.flip(2), yb.flip(2)
+        loss = task.loss_fn(task.net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return task.eval()
+
+
+def train_members(root: Path, n: int, steps: int) -> list[Any]:
     pp = preprocessing(Preprocessing.from_dict(PREP), keys=["image", "label"])
     cases = [pp({"image": str(p), "label": str(root / "labelsTr" / "A" / p.name)})
              for p in sorted((root / "imagesTr" / "A").glob("*.nii.gz"))]  # fmt: skip
     x = torch.stack([torch.as_tensor(c["image"]) for c in cases]).float()
     y = torch.stack([torch.as_tensor(c["label"]) for c in cases]).float()
-    topo = Topology(kernels=((3, 3, 3),) * 3, strides=((1, 1, 1), (2, 2, 2), (2, 2, 2)), pools_per_axis=(2, 2, 2))
-    kwargs = {**network("cpu", topo)[1], "channels": [8, 16, 32], "num_res_units": 1}
-    models = []
-    for seed in range(n):
-        torch.manual_seed(seed)
-        task = SegmentationTask(net="unet", net_kwargs=kwargs, num_classes=2, roi_size=(32, 32, 24), sw_batch_size=1,
-                                preprocessing=PREP, labels={1: "organ"})  # fmt: skip
-        opt = torch.optim.Adam(task.net.parameters(), lr=1e-2)
-        g = torch.Generator().manual_seed(seed)
-        task.train()
-        for step in range(steps):
-            pick = torch.randint(0, len(x), (2,), generator=g)
-            xb, yb = x[pick], y[pick]
-            if step % 2:
-                xb, yb = xb.flip(2), yb.flip(2)
-            loss = task.loss_fn(task.net(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        models.append(model_from_task(task.eval()))
-    return models
+    return [model_from_task(train_task(x, y, seed, steps)) for seed in range(n)]
 
 
 def test_cases(root: Path, work: Path) -> list[tuple[str, Path, Path]]:
