@@ -2,7 +2,8 @@
 spread and medimg's risk on a shifted two-site phantom with injected failures; ECE before/after temperature
 scaling; the cost of TTA and of the ensemble per case on the CPU (issue 30).
 
-    .venv/bin/python benchmarks/uncertainty_bench.py [--members 3] [--steps 60] [--seed 0]
+    .venv/bin/python benchmarks/uncertainty_bench.py [--members 3] [--steps 60] [--seeds 0 1 2] [--test-per-site 6]
+        [--failures N]
 
 Setting: :func:`medimg.data.phantoms.make_two_site_phantom` (32 x 32 x 24 voxels), ``--members`` small 3D U-Nets
 (the plan's CPU UNet with 8..32 channels, instance norm) trained in plain torch on site A's four labelled cases
@@ -17,6 +18,7 @@ and ECE measured on the other held-out cases of each site (foreground voxels).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -81,15 +83,15 @@ def train_members(root: Path, n: int, steps: int) -> list[Any]:
     return [model_from_task(train_task(x, y, seed, steps)) for seed in range(n)]
 
 
-def test_cases(root: Path, work: Path) -> list[tuple[str, Path, Path]]:
+def held_out_cases(root: Path, work: Path, failures: int | None) -> list[tuple[str, Path, Path]]:
     """(name, image, label): held-out cases of both sites (the first two of A are the validation cases) and
-    injected failures of site A's held-out cases."""
+    injected failures made from the first ``failures`` of site A's held-out cases (None: from each)."""
     a = sorted((root / "imagesTs" / "A").glob("*.nii.gz"))
     b = sorted((root / "imagesTs" / "B").glob("*.nii.gz"))
     out = [(f"A/{p.name[:-7]}", p, root / "labelsTs" / "A" / p.name) for p in a[2:]]
     out += [(f"B/{p.name[:-7]}", p, root / "labelsTs" / "B" / p.name) for p in b]
     work.mkdir(parents=True, exist_ok=True)
-    for i, p in enumerate(a[2:]):
+    for i, p in enumerate(a[2:] if failures is None else a[2 : 2 + failures]):
         img, lab = load(p), load(root / "labelsTs" / "A" / p.name)
         arr, organ = np.asarray(img.array, dtype=np.float32), np.asarray(lab.array) > 0
         kind = ("foreign", "lowcontrast", "missing")[i % 3]
@@ -148,18 +150,20 @@ SCORES = [  # (row, confidence key, Dice key)
 ]
 
 
-def ece_rows(model: Any, root: Path, cases: list[tuple[str, Path, Path]]) -> tuple[float, list[str]]:
+def ece_rows(
+    model: Any, root: Path, cases: list[tuple[str, Path, Path]]
+) -> tuple[float, dict[str, tuple[float, float]]]:
     val = [(p, root / "labelsTs" / "A" / p.name) for p in sorted((root / "imagesTs" / "A").glob("*.nii.gz"))[:2]]
     fit = calibrate(model, val)
     from medimg.inference.calibrate import case_logits
 
-    rows = []
+    rows = {}
     for site in ("A", "B"):
         zs, ys = zip(*(case_logits(model, i, lab) for n, i, lab in cases if n.startswith(f"{site}/")), strict=True)
         z, y = np.concatenate(zs), np.concatenate(ys)
         before = calibration(apply_temperature(z, 1.0), y).ece
         after = calibration(apply_temperature(z, fit.temperature), y).ece
-        rows.append(f"| {site} | {before:.4f} | {after:.4f} |")
+        rows[site] = (before, after)
     return fit.temperature, rows
 
 
@@ -175,53 +179,89 @@ def cost(models: list[Any], image: Path) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def run_seed(seed: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One phantom, one set of members, every case scored; ECE before/after; the cost (first seed only)."""
+    root = make_two_site_phantom(tmp / f"sites{seed}", 4, args.test_per_site, shape=(32, 32, 24), seed=seed)
+    models = train_members(root, args.members, args.steps)
+    cases = held_out_cases(root, tmp / f"failures{seed}", args.failures)
+    scored = {n: score_case(models, i, lab) for n, i, lab in cases}
+    temperature, ece = ece_rows(models[0], root, cases)
+    seconds = cost(models, cases[0][1]) if seed == args.seeds[0] else {}
+    return {"scored": scored, "temperature": temperature, "ece": ece, "seconds": seconds}
+
+
+def score_rows(runs: list[dict[str, Any]]) -> list[str]:
+    """Per score: AURC mean +- sd over seeds, and the failures in the top 20 % of each seed's worklist, summed
+    (with the most that 20 % can hold)."""
+    out = []
+    for row, key, dkey in SCORES:
+        aurcs, caught, fails_n, reachable = [], 0, 0, 0
+        for r in runs:
+            names = list(r["scored"])
+            conf, d = [r["scored"][n][key] for n in names], [r["scored"][n][dkey] for n in names]
+            top = max(1, round(0.2 * len(names)))
+            fails = {i for i, v in enumerate(d) if v < FAILURE_DICE}
+            first = set(np.argsort(np.asarray(conf), kind="stable")[:top].tolist())
+            aurcs.append(aurc(conf, d))
+            caught, fails_n, reachable = (
+                caught + len(fails & first),
+                fails_n + len(fails),
+                reachable + min(top, len(fails)),
+            )
+        sd = f" +- {statistics.stdev(aurcs):.4f}" if len(aurcs) > 1 else ""
+        share = f" ({caught / fails_n:.0%})" if fails_n else ""
+        out.append(f"| {row} | {np.mean(aurcs):.4f}{sd} | {caught} of {fails_n}{share} | {reachable} |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--test-per-site", type=int, default=6, help="held-out cases per site (site A's first 2 validate)")
+    ap.add_argument("--failures", type=int, default=None, help="injected failures per seed (default: one per A case)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_two_site_phantom(Path(tmp) / "sites", 4, 6, shape=(32, 32, 24), seed=args.seed)
-        models = train_members(root, args.members, args.steps)
-        cases = test_cases(root, Path(tmp) / "failures")
-        scored = {n: score_case(models, i, lab) for n, i, lab in cases}
-        temperature, ece = ece_rows(models[0], root, cases)
-        seconds = cost(models, cases[0][1])
-    names = list(scored)
+        runs = [run_seed(seed, args, Path(tmp)) for seed in args.seeds]
+    names = list(runs[0]["scored"])
     lines = [
+        f"{len(args.seeds)} seed(s) ({' '.join(map(str, args.seeds))}), each its own phantom and members; per seed "
         f"{len(names)} cases ({sum(n.startswith('A/') for n in names)} site A, {sum(n.startswith('B/') for n in names)}"
         f" site B, {sum(n.startswith('fail/') for n in names)} injected failures); {args.members} members, "
-        f"{args.steps} steps each, seed {args.seed}. Machine: {platform.machine()}, 2 threads, a shared loaded "
-        f"machine; whole run {time.perf_counter() - t0:.0f} s.",
+        f"{args.steps} steps each. Machine: {platform.machine()}, 2 threads, load average {load_start:.1f} at the "
+        f"start; whole run {time.perf_counter() - t0:.0f} s.",
         "",
-        "| score | AURC (lower is better) | failures (Dice < 0.7) in the top 20 % | Dice of its prediction (mean) |",
+        "| score | AURC (lower is better), mean over seeds | failures (Dice < 0.7) in the top 20 %, all seeds | "
+        "the most the top 20 % can hold |",
+        "|---|---|---|---|",
+        *score_rows(runs),
+        "",
+        "Temperature fitted on two site-A validation cases per seed: T = "
+        + ", ".join(f"{r['temperature']:.3f}" for r in runs)
+        + ".",
+        "",
+        "| held-out site | ECE before (T = 1), mean | ECE after, mean | lower after in |",
         "|---|---|---|---|",
     ]
-    top = max(1, round(0.2 * len(names)))
-    for row, key, dkey in SCORES:
-        conf, d = [scored[n][key] for n in names], [scored[n][dkey] for n in names]
-        fails = {i for i, v in enumerate(d) if v < FAILURE_DICE}
-        first = set(np.argsort(np.asarray(conf), kind="stable")[:top].tolist())
-        caught = f"{len(fails & first)} of {len(fails)}" if fails else "no failures"
-        lines.append(f"| {row} | {aurc(conf, d):.4f} | {caught} | {np.mean(d):.3f} |")
-    lines += ["", f"Temperature fitted on two site-A validation cases: T = {temperature:.3f}.", "",
-              "| held-out site | ECE before (T = 1) | ECE after |", "|---|---|---|", *ece, "",
-              "| cost per case (CPU, 2 threads) | s | vs one model |", "|---|---|---|"]  # fmt: skip
-    base = seconds["one model"]
-    lines += [f"| {k} | {v:.2f} | {v / base:.1f}x |" for k, v in seconds.items()]
-    lines += [
-        "",
-        "Per case:",
-        "",
-        "| case | Dice (ens) | risk (ens) | max-softmax | TTA agreement |",
-        "|---|---|---|---|---|",
-    ]
+    for site in ("A", "B"):
+        pairs = [r["ece"][site] for r in runs]
+        better = sum(after < before for before, after in pairs)
+        lines.append(f"| {site} | {np.mean([p[0] for p in pairs]):.4f} | {np.mean([p[1] for p in pairs]):.4f} | "
+                     f"{better} of {len(pairs)} seeds |")  # fmt: skip
+    seconds = runs[0]["seconds"]
+    lines += ["", "| cost per case (CPU, 2 threads) | s | vs one model |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.2f} | {v / seconds['one model']:.1f}x |" for k, v in seconds.items()]
+    lines += ["", f"Per case (seed {args.seeds[0]}):", "",
+              "| case | Dice (ens) | risk (ens) | max-softmax | TTA agreement |", "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {n} | {s['dice_ens']:.3f} | {1 - s['risk_ens']:.3f} | {s['max_softmax']:.3f} | "
-              f"{s['tta_agreement']:.3f} |" for n, s in scored.items()]  # fmt: skip
-    lines += ["", "Reproduce: `.venv/bin/python benchmarks/uncertainty_bench.py`"]
+              f"{s['tta_agreement']:.3f} |" for n, s in runs[0]["scored"].items()]  # fmt: skip
+    seeds = " ".join(map(str, args.seeds))
+    fail = f" --failures {args.failures}" if args.failures is not None else ""
+    lines += ["", f"Reproduce: `.venv/bin/python benchmarks/uncertainty_bench.py --seeds {seeds} --test-per-site "
+              f"{args.test_per_site}{fail}`"]  # fmt: skip
     print("\n".join(lines))
 
 
