@@ -112,15 +112,15 @@ def stage_table(stages: dict[tuple[int, str], dict[str, Any]]) -> list[str]:
         "Stages (s) as `medimg segment --timings` records them; `other/net` is everything but the network over the",
         "network (target <= 0.33):",
         "",
-        "| classes | backend | " + " | ".join(STAGES) + " | other/net | network Mvox/s |",
-        "|---|---|" + "---|" * (len(STAGES) + 2),
+        "| classes | backend | " + " | ".join(STAGES) + " | other/net | network Mvox/s | peak RSS reached in |",
+        "|---|---|" + "---|" * (len(STAGES) + 3),
     ]
     for (k, name), t in sorted(stages.items()):
         sec = t["seconds"]
         rate = t.get("network_voxels_per_s") or 0
         lines.append(
             f"| {k} | {name} | " + " | ".join(f"{sec[s]:.1f}" for s in STAGES)
-            + f" | {t.get('non_network_over_network') or 0:.2f} | {rate / 1e6:.2f} |"
+            + f" | {t.get('non_network_over_network') or 0:.2f} | {rate / 1e6:.2f} | {t.get('peak_rss_stage') or '-'} |"
         )  # fmt: skip
     classes = sorted({k for k, _ in stages})
     if len(classes) >= 2:

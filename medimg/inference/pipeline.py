@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from medimg.errors import MedimgError, ModelError
-from medimg.inference.blending import Predictor, sliding_window_labels
+from medimg.inference.blending import HandedOver, Predictor, sliding_window_labels
 from medimg.inference.recipe import Recipe
 from medimg.inference.timings import Timings
 from medimg.io.volume import Volume
@@ -28,6 +28,7 @@ __all__ = [
     "CPU_WINDOWS",
     "classification_input",
     "load_image",
+    "on_grid",
     "preprocess",
     "refuse_channels",
     "resample_to",
@@ -75,7 +76,8 @@ def preprocess(original: Any, prep: dict[str, Any], *, copy: bool = True) -> Any
     from medimg.transforms.pipelines import Preprocessing, preprocessing
 
     p = Preprocessing.from_dict(prep)
-    return preprocessing(p, keys=["image"], load=False)({"image": original.clone() if copy else original})["image"]
+    steps = preprocessing(p, keys=["image"], load=False, in_place=True)  # the image is ours: a clone or handed over
+    return steps({"image": original.clone() if copy else original})["image"]
 
 
 def to_input_grid(values: torch.Tensor, data: Any, original: Any, mode: str = "nearest") -> np.ndarray[Any, Any]:
@@ -98,6 +100,15 @@ def resample_to(
     if out.shape != tuple(shape):
         raise MedimgError(f"internal: resampled shape {out.shape} != input shape {tuple(shape)}")
     return out
+
+
+def on_grid(data: Any, affine: np.ndarray[Any, Any], shape: tuple[int, ...]) -> bool:
+    """Whether the preprocessed ``data`` already lies on the grid ``(affine, shape)`` by MONAI's rule
+    (``SpatialResample`` then hands the values back unchanged, as float32): nothing to resample."""
+    from monai.data.utils import AFFINE_TOL
+
+    same_shape = tuple(int(n) for n in data.shape[1:]) == tuple(shape)
+    return same_shape and bool(np.allclose(np.asarray(data.affine, dtype=np.float64), affine, atol=AFFINE_TOL))
 
 
 def seg_algorithm(net: str, medimg_version: str, checkpoint_sha256: str) -> AlgorithmInfo:
@@ -140,14 +151,22 @@ def segment_with(
         original = load_image(image, recipe.in_channels, loaded)
         del loaded
     affine, shape = np.asarray(original.affine, dtype=np.float64), tuple(int(s) for s in original.shape[1:])
+    from monai.data import MetaTensor
+
     with t.stage("preprocess"):
         data = preprocess(original, recipe.preprocessing, copy=False)
         del original  # only its grid is needed from here on: one volume less at the peak
+        meta = {k: v for k, v in dict(data.meta).items() if k != "affine"}
+        grid = MetaTensor(torch.zeros(1), affine=data.affine, meta=meta)  # the grid, not its voxels
+        unmoved = on_grid(data, affine, shape)  # the model's grid is the input's: no resampling back
+        # handed over: the blending drops the input's planes as its sweep passes them (no reference kept here)
         x = data.as_tensor() if hasattr(data, "as_tensor") else torch.as_tensor(data)
+        image_in = HandedOver(x.to(device or torch.device("cpu")))
+        del x, data
     with t.stage("blending"), torch.no_grad():  # the network's share is counted apart and taken out below
         network_before = t.seconds["network"]
         pred = sliding_window_labels(
-            x.to(device or torch.device("cpu")),
+            image_in,
             t.timed(predictor),
             recipe.roi_size,
             sw_batch_size=windows_per_call or recipe.sw_batch_size,
@@ -155,14 +174,12 @@ def segment_with(
             progress=progress,
         )
     t.seconds["blending"] -= t.seconds["network"] - network_before
-    from monai.data import MetaTensor
-
     with t.stage("back"):
-        meta = {k: v for k, v in dict(data.meta).items() if k != "affine"}
-        grid = MetaTensor(torch.zeros(1), affine=data.affine, meta=meta)  # the grid, not its voxels
-        del x, data
         # Fortran order: slice k is one contiguous block, so a DICOM SEG is written without a transposed copy
-        mask = resample_to(pred[None], grid, affine, shape, mode="nearest").astype(np.uint8, order="F")
+        if unmoved:  # the labels as they are, not via a float32 copy of the whole volume (issue 33)
+            mask = np.asfortranarray(pred.numpy())
+        else:
+            mask = resample_to(pred[None], grid, affine, shape, mode="nearest").astype(np.uint8, order="F")
         volume = Volume(mask, affine, {"modality": "SEG", "source": str(image)})
     with t.stage("write"):
         if source is not None and output is not None:
