@@ -168,6 +168,9 @@ def test_viewer_in_voila(viewer_page):
             page.wait_for_function("!document.body.innerText.includes('loading the viewer')", timeout=60_000)
             page.wait_for_timeout(1500)
             _check_segment_colours(page.locator("canvas").nth(1))
+            # each layer taken in once, plus the image alone first: (1 + 4) + (1 + 2); stock ipyniivue redraws
+            # every loaded layer 5-6 times per volume added (36 + 10 here), most of the first picture's time
+            assert page.evaluate("window.__medimgLayerRedraws") <= 10, "layers redrawn more than once on loading"
             _check_viewer(page, canvas)
             _check_3d_tile(page, canvas)
             # ipyniivue logs each 5 MB chunk of a volume it copies back to the kernel; the viewer switched that off

@@ -291,12 +291,15 @@ def test_volumes_are_not_copied_back_and_the_image_counts_as_loaded_when_the_bro
 
     import ipyniivue
 
-    from medimg.viz.viewer_widget import NO_COPY_BACK, patched_esm
+    from medimg.viz.viewer_widget import LOAD_ONCE, NO_COPY_BACK, patched_esm
 
     stock = (Path(ipyniivue.__file__).parent / "static" / "widget.js").read_text(encoding="utf-8")
     assert len(NO_COPY_BACK.findall(stock)) == 1, "the pinned ipyniivue's copy-back call changed: review viewer_widget"
+    for what, pattern, _ in LOAD_ONCE:  # the edits that take the layers in once (counted in test_browser_viewer)
+        assert len(pattern.findall(stock)) == 1, f"the pinned ipyniivue changed where {what!r} applies"
     esm = patched_esm()
-    assert esm is not None and not NO_COPY_BACK.findall(esm) and len(stock) - len(esm) < 100
+    assert esm is not None and not NO_COPY_BACK.findall(esm)
+    assert esm.count("__medimgHold") == 5 and esm.count("__medimgMeshes") == 2 and "__medimgLayerRedraws" in esm
     image, mask, heat = viewer_phantom()
     v = view(image, {"mask": mask, "heatmap": heat})
     assert v.nv.copies_back is False and "loading" in v.status.value

@@ -12,6 +12,16 @@ removed -- a textual edit of the wheel's ``static/widget.js``, found by a patter
 exactly once (another ipyniivue version), the stock widget is used unchanged and a warning says that opening
 large volumes will be slow; ``tests/test_viewer.py`` checks that the edit applies to the pinned version. The
 "image loaded" event is then passed on as soon as the browser sends it (ipyniivue waits for the copy).
+
+Two more edits of the same kind (:data:`LOAD_ONCE`) take the layers in once instead of many times. NiiVue mixes all
+overlays into one texture, and every ``updateGLVolume`` redraws every loaded layer, slice by slice, on the GPU;
+ipyniivue calls it three times per volume while wiring the volume's properties, once more as the volume is added,
+once at the end of the volume list and once at the end of the (empty) mesh list -- 19 calls and 36 layer redraws
+for an image with three overlays (counted in Chromium), where 5 are needed: the first image alone (its picture
+comes early) and all layers once at the end. Where WebGL runs on the CPU this was most of the time to the first
+picture (BENCHMARKS.md, "Browser viewer"). The edits hold the redraws of a volume list being loaded and redraw
+once when it is in, and skip the mesh list's redraw when there were and are no meshes. Each is applied only where
+its pattern is found exactly once; otherwise it is left out with a warning (the viewer works, more slowly).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NO_COPY_BACK", "SOFTWARE_3D_NOTE", "niivue", "patched_esm", "software_webgl"]
+__all__ = ["LOAD_ONCE", "NO_COPY_BACK", "SOFTWARE_3D_NOTE", "niivue", "patched_esm", "software_webgl"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,50 @@ NO_COPY_BACK = re.compile(
     r"\b[A-Za-z_$][\w$]*\(([A-Za-z_$][\w$]*),\"img\",([A-Za-z_$][\w$]*)\.img\.buffer,[A-Za-z_$][\w$]*\)"
 )
 
+_ID = r"[A-Za-z_$][\w$]*"
+
+
+def _hold_volume_list(m: re.Match[str]) -> str:
+    """The volume-list loader (``async function f(nv, model, registry){let v=await get(model, model.get("volumes"))
+    ...``) renamed and wrapped: redraws held while it runs, one redraw at the end if any was held."""
+    f, nv, rest = m.group(1), m.group(2), m.group(0).split("{", 1)[1]
+    args = f"{nv},{m.group(3)},{m.group(4)}"
+    return (
+        f"async function {f}({args}){{{nv}.__medimgHold||({nv}.__medimgDrawn=!1);"
+        f"{nv}.__medimgHold=({nv}.__medimgHold||0)+1;"
+        f"try{{return await {f}__medimg({args})}}finally{{if(!--{nv}.__medimgHold&&{nv}.__medimgHeld)"
+        f"{{{nv}.__medimgHeld=!1;{nv}.updateGLVolume()}}}}}}async function {f}__medimg({args}){{{rest}"
+    )
+
+
+#: (what, pattern, replacement) edits of ipyniivue's widget.js that take a volume list's layers in once
+LOAD_ONCE: tuple[tuple[str, re.Pattern[str], Any], ...] = (
+    (  # NiiVue's redraw of all layers: while a volume list loads, only the first (the image alone, drawn early);
+        # the page counts the layers redrawn (window.__medimgLayerRedraws, read by the browser test)
+        "hold redraws",
+        re.compile(r"\bupdateGLVolume\(\)\{"),
+        lambda m: (
+            "updateGLVolume(){if(this.__medimgHold&&this.volumes.length){if(this.__medimgDrawn){this.__medimgHeld=!0;"
+            "return}this.__medimgDrawn=!0}window.__medimgLayerRedraws=(window.__medimgLayerRedraws||0)+"
+            "this.volumes.length;"
+        ),
+    ),
+    (
+        "one redraw per volume list",
+        re.compile(
+            rf"async function ({_ID})\(({_ID}),({_ID}),({_ID})\)\{{let {_ID}=await {_ID}\(\3,\3\.get\(\"volumes\"\)\)"
+        ),
+        _hold_volume_list,
+    ),
+    (  # the end of the mesh-list loader: redraw only when meshes came or went
+        "no redraw for no meshes",
+        re.compile(rf"(?<![\w$])({_ID})\.meshes=({_ID}),\1\.updateGLVolume\(\)\}}"),  # (?<!: no quadratic scan
+        lambda m: (
+            f"{m[1]}.meshes={m[2]},({m[2]}.length||{m[1]}.__medimgMeshes)&&{m[1]}.updateGLVolume(),"
+            f"{m[1]}.__medimgMeshes={m[2]}.length}}"
+        ),
+    ),
+)
 
 #: WebGL renderers that draw on the CPU (Chrome's SwiftShader, Mesa's llvmpipe/softpipe, Windows' basic driver)
 SOFTWARE_RENDERERS = ("swiftshader", "llvmpipe", "softpipe", "software", "basic render")
@@ -63,7 +117,15 @@ def patched_esm() -> str | None:
             len(found),
         )
         return None
-    return NO_COPY_BACK.sub("void 0", source)
+    source = NO_COPY_BACK.sub("void 0", source)
+    for what, pattern, replacement in LOAD_ONCE:
+        hits = len(pattern.findall(source))
+        if hits != 1:
+            log.warning("ipyniivue: edit %r left out (its pattern was found %d times, expected once); the viewer "
+                        "works, but loads its layers more slowly", what, hits)  # fmt: skip
+            continue
+        source = pattern.sub(replacement, source)
+    return source
 
 
 @functools.cache
