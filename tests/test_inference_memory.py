@@ -129,24 +129,3 @@ def test_timings_record_where_the_peak_memory_was_reached(cases):
     assert record["peak_rss_stage"] in STAGES and by_stage[record["peak_rss_stage"]] == max(marks)
     assert record["peak_rss_bytes"] >= max(marks)
     assert f"({record['peak_rss_stage']})" in t.summary().replace("(in ", "(")
-
-
-def test_onnx_runtime_session_on_cpu_plans_no_memory_pattern_and_gives_the_same_logits(tmp_path):
-    """The CPU session leaves out ONNX Runtime's memory pattern (one block for every intermediate tensor: 0.29 GB
-    more at the peak of a 14-class forward, benchmarks/export_bench.py); the logits are those of a default
-    session."""
-    import onnxruntime as ort
-
-    from medimg.inference.runtime import onnx_session
-
-    net = small_net(3).eval()
-    path = tmp_path / "net.onnx"
-    torch.onnx.export(net, torch.randn(2, 1, 16, 16, 16), path, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)  # fmt: skip
-    session = onnx_session(path, threads=1)
-    assert session.get_session_options().enable_mem_pattern is False  # type: ignore[attr-defined]
-    x = np.random.default_rng(0).normal(size=(3, 1, 16, 16, 16)).astype(np.float32)
-    default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert default.get_session_options().enable_mem_pattern is True
-    ours = session.run(None, {"x": x})[0]  # type: ignore[attr-defined]
-    np.testing.assert_allclose(ours, default.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)

@@ -52,11 +52,6 @@ def onnx_session(path: str | os.PathLike[str], threads: int | None = None) -> ob
         opts.inter_op_num_threads = 1
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    if providers[0] == "CPUExecutionProvider":
-        # ONNX Runtime's memory pattern plans one block for every intermediate tensor of a run; without it the CPU
-        # arena hands out and reuses chunks as they are needed: a 14-class UNet 16..256 forward of four 96^3
-        # windows peaked at 1.06 instead of 1.35 GB, in the same time (1.11-1.13 s both; issue 33)
-        opts.enable_mem_pattern = False
     try:
         return ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... kinds
