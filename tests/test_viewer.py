@@ -357,3 +357,27 @@ def test_the_3d_tile_waits_for_a_graphics_card_and_stays_out_on_software_webgl()
     fixed = view(image, render_3d=False)  # the caller's choice is kept whatever the browser
     fixed._probe.renderer = "ANGLE (NVIDIA, NVIDIA GeForce RTX 3060 Direct3D11 vs_5_0 ps_5_0, D3D11)"
     assert fixed.show_3d.value is False
+
+
+@pytest.mark.parametrize("where", ["inside", "touching the edges", "empty", "everywhere"])
+def test_the_mask_outline_is_the_mask_minus_its_erosion(where):
+    """The outline layer, computed within the mask's bounding box, is the whole volume's mask minus its erosion
+    (border voxels count as outside), wherever the mask lies."""
+    from scipy.ndimage import binary_erosion
+
+    from medimg.viz.viewer_layers import outline
+
+    rng = np.random.default_rng(7)
+    m = np.zeros((30, 26, 20), bool)
+    if where == "inside":
+        m[8:17, 5:20, 6:12] = rng.random((9, 15, 6)) > 0.3
+    elif where == "touching the edges":
+        m[:9, 20:, 14:] = True
+        m[25:, :4, :3] = rng.random((5, 4, 3)) > 0.2
+    elif where == "everywhere":
+        m[:] = rng.random(m.shape) > 0.1
+    expected = (m & ~binary_erosion(m, border_value=0)).astype(np.uint8)
+    got = outline(m.astype(np.uint8))
+    assert got.dtype == np.uint8 and got.shape == m.shape
+    np.testing.assert_array_equal(got, expected)
+    assert where == "empty" or got.sum() > 0

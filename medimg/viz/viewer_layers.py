@@ -123,7 +123,17 @@ def outline(mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     from scipy.ndimage import binary_erosion
 
     m = np.asarray(mask) > 0
-    surface: npt.NDArray[np.uint8] = (m & ~binary_erosion(m, border_value=0)).astype(np.uint8)
+    surface = np.zeros(m.shape, np.uint8)
+    axes = range(m.ndim)
+    found = [np.flatnonzero(m.any(axis=tuple(j for j in axes if j != i))) for i in axes]
+    if any(f.size == 0 for f in found):
+        return surface
+    # eroded within the mask's bounding box and one voxel around it (zeros, or the array's edge where
+    # border_value=0 stands for them as before): the same surface, without eroding a whole 512^3-ish volume for a
+    # small mask (2.2 s at 512 x 512 x 300, most of it zeros)
+    box = tuple(slice(max(int(f[0]) - 1, 0), int(f[-1]) + 2) for f in found)
+    inside = m[box]
+    surface[box] = inside & ~binary_erosion(inside, border_value=0)
     return surface
 
 
