@@ -157,7 +157,19 @@ def run_cli(args: Sequence[str]) -> int:
         sys.argv = saved
         if handler:
             preemption.restore_handler()
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Destroy the default process group a DDP run left (Lightning keeps it after ``fit``): Gloo's worker threads
+    still running when the interpreter shuts down end the rank with "terminate called without an active
+    exception" (SIGABRT) after a finished fit, which SLURM records as a failed job (seen in the one-node cluster
+    test; pytorch/pytorch#190489). Local to this rank, not a collective."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _run() -> None:
