@@ -182,9 +182,6 @@ class _Pieces:
         first, stop = self.bounds.index(s[self.axis].start), self.bounds.index(s[self.axis].stop)
         for j in [j for j in self.pieces if j < first]:
             del self.pieces[j]
-        inside = [slice(None), *s]
-        parts = []
-        for j in range(first, stop):
-            inside[1 + self.axis] = slice(None)
-            parts.append(self.pieces[j][tuple(inside)])
-        return torch.cat(parts, dim=1 + self.axis)
+        inside = list(s)
+        inside[self.axis] = slice(None)  # each piece whole along the axis, the window's extent on the others
+        return torch.cat([self.pieces[j][(slice(None), *inside)] for j in range(first, stop)], dim=1 + self.axis)

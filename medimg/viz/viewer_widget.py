@@ -13,7 +13,7 @@ exactly once (another ipyniivue version), the stock widget is used unchanged and
 large volumes will be slow; ``tests/test_viewer.py`` checks that the edit applies to the pinned version. The
 "image loaded" event is then passed on as soon as the browser sends it (ipyniivue waits for the copy).
 
-Two more edits of the same kind (:data:`LOAD_ONCE`) take the layers in once instead of many times. NiiVue mixes all
+Three more edits of the same kind (:data:`LOAD_ONCE`) take the layers in once instead of many times. NiiVue mixes all
 overlays into one texture, and every ``updateGLVolume`` redraws every loaded layer, slice by slice, on the GPU;
 ipyniivue calls it three times per volume while wiring the volume's properties, once more as the volume is added,
 once at the end of the volume list and once at the end of the (empty) mesh list -- 19 calls and 36 layer redraws
@@ -107,24 +107,23 @@ def patched_esm() -> str | None:
     exactly once."""
     import ipyniivue  # type: ignore[import-untyped]
 
-    source = (Path(ipyniivue.__file__).parent / "static" / "widget.js").read_text(encoding="utf-8")
-    found = NO_COPY_BACK.findall(source)
-    if len(found) != 1:
+    stock = (Path(ipyniivue.__file__).parent / "static" / "widget.js").read_text(encoding="utf-8")
+    source, found = NO_COPY_BACK.subn("void 0", stock)  # one pass over the 5 MB script per edit, kept if found once
+    if found != 1:
         log.warning(
             "ipyniivue %s: its copy of each volume back to the kernel could not be switched off (the call was found "
             "%d times, expected once); the viewer works, but opening large volumes is slow",
             getattr(ipyniivue, "__version__", "?"),
-            len(found),
+            found,
         )
         return None
-    source = NO_COPY_BACK.sub("void 0", source)
     for what, pattern, replacement in LOAD_ONCE:
-        hits = len(pattern.findall(source))
+        edited, hits = pattern.subn(replacement, source)
         if hits != 1:
             log.warning("ipyniivue: edit %r left out (its pattern was found %d times, expected once); the viewer "
                         "works, but loads its layers more slowly", what, hits)  # fmt: skip
             continue
-        source = pattern.sub(replacement, source)
+        source = edited
     return source
 
 
