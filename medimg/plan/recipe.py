@@ -158,6 +158,12 @@ def _reasons(p: PlanParts) -> dict[str, str]:
     }
 
 
+def _net_strides(p: PlanParts) -> list[list[int]]:
+    """The network's strides per stage, the input stage's included (MONAI's UNet leaves it out: it is all 1)."""
+    strides = [list(st) for st in p.sized.net_kwargs["strides"]]
+    return [[1] * len(p.spacing), *strides] if p.sized.net == "unet" else strides
+
+
 def _summary(p: PlanParts, max_time: str) -> list[str]:
     fp, s, intensity, window, stats = p.fp, p.sched, *p.norm[:3]
     median_mm = [float(v) for v in np.median(fp.spacings, 0)]
@@ -165,8 +171,7 @@ def _summary(p: PlanParts, max_time: str) -> list[str]:
         f"dataset {_name(p)}: {len(fp.cases)} training cases, channels {fp.channel_names}, labels {fp.labels}",
         f"median shape {[int(v) for v in np.median(fp.shapes, 0)]} at {median_mm} mm",
         f"target spacing {list(p.spacing)} mm -> median resampled shape {list(p.median)}",
-        f"patch {list(p.sized.patch)}, batch {p.batch.size}, {p.sized.net} strides "
-        f"{[list(st) for st in p.sized.topo.strides]}",
+        f"patch {list(p.sized.patch)}, batch {p.batch.size}, {p.sized.net} strides {_net_strides(p)}",
         f"normalisation {intensity}" + (f" window {window} mean/std {stats}" if intensity == "ct_zscore" else ""),
         f"~{s.steps} steps: ~{s.validations} epochs of {s.steps_per_epoch} (at most {s.max_epochs}), "
         f"a validation after each, max_time {max_time}",
